@@ -1,1 +1,4 @@
 #![forbid(unsafe_code)]
+//! okms-operator: a Kubernetes operator for OVHcloud OKMS Secret Manager.
+
+pub mod okms;

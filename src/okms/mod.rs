@@ -1,0 +1,1 @@
+//! The OVHcloud OKMS Secret Manager client (regional REST v2 API).
