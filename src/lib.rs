@@ -1,4 +1,5 @@
 #![forbid(unsafe_code)]
 //! okms-operator: a Kubernetes operator for OVHcloud OKMS Secret Manager.
 
+pub mod crd;
 pub mod okms;

@@ -1,1 +1,3 @@
-fn main() {}
+fn main() {
+    print!("{}", okms_operator::crd::crds_yaml());
+}

@@ -1,0 +1,177 @@
+//! `OkmsConnection` and `ClusterOkmsConnection`: how to reach one OKMS domain.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::schema;
+
+/// How to reach one OKMS domain; usable by OkmsSecrets of the same namespace.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "okms.dev",
+    version = "v1alpha1",
+    kind = "OkmsConnection",
+    plural = "okmsconnections",
+    shortname = "okc",
+    category = "okms",
+    namespaced,
+    status = "ConnectionStatus",
+    printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".spec.endpoint"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct OkmsConnectionSpec {
+    #[serde(flatten)]
+    pub connection: ConnectionSpec,
+}
+
+/// How to reach one OKMS domain; usable by OkmsSecrets of the namespaces it allows.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "okms.dev",
+    version = "v1alpha1",
+    kind = "ClusterOkmsConnection",
+    plural = "clusterokmsconnections",
+    shortname = "cokc",
+    category = "okms",
+    status = "ConnectionStatus",
+    printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".spec.endpoint"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterOkmsConnectionSpec {
+    #[serde(flatten)]
+    pub connection: ConnectionSpec,
+    /// Namespaces whose OkmsSecrets may use this connection: listed by name and/or selected by
+    /// labels. Empty or absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_namespaces: Option<AllowedNamespaces>,
+}
+
+/// Fields shared by both connection kinds.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionSpec {
+    /// Regional base URL, e.g. `https://eu-west-rbx.okms.ovh.net`. `https` is required except
+    /// for loopback hosts.
+    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https?://[^\s/]+(/[^\s]*)?$"))]
+    pub endpoint: String,
+    /// The OKMS domain id (UUID).
+    #[schemars(regex(pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"))]
+    pub okms_id: String,
+    /// Credentials: exactly one of `mtls` or `token`.
+    pub auth: ConnectionAuth,
+    /// Extra PEM root certificates to trust (system roots are always trusted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<String>,
+    /// A Secret key holding extra PEM root certificates to trust.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
+    /// Per-request timeout (default `30s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::duration")]
+    pub timeout: Option<String>,
+    /// Client-side rate limit shared by every OkmsSecret using this connection (default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub requests_per_second: Option<u32>,
+    /// Burst allowed above the rate limit (default 2 × requestsPerSecond).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub burst: Option<u32>,
+    /// Path prefixes (`team-a/`) OkmsSecrets using this connection may touch. Absent: any path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_paths: Option<Vec<String>>,
+}
+
+/// Exactly one authentication method.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    { "rule": "has(self.mtls) != has(self.token)", "message": "exactly one of mtls or token must be set" }
+]))]
+pub struct ConnectionAuth {
+    /// OKMS access certificate (mTLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtls: Option<MtlsAuth>,
+    /// Bearer token (IAM personal access token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<TokenAuth>,
+}
+
+/// mTLS credentials.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MtlsAuth {
+    /// A `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`) holding the access certificate.
+    pub secret_ref: SecretRef,
+}
+
+/// Bearer-token credentials.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenAuth {
+    /// The Secret key holding the token.
+    pub secret_ref: SecretKeyRef,
+}
+
+/// A Secret by name. `namespace` is required for a ClusterOkmsConnection and ignored otherwise.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    /// Secret name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Secret namespace (ClusterOkmsConnection only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// One key of a Secret. `namespace` is required for a ClusterOkmsConnection and ignored otherwise.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Secret name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key in the Secret's data.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+    /// Secret namespace (ClusterOkmsConnection only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// Namespaces allowed to use a ClusterOkmsConnection.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AllowedNamespaces {
+    /// Namespace names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub names: Option<Vec<String>>,
+    /// Namespaces whose labels match this selector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::label_selector")]
+    pub selector: Option<LabelSelector>,
+}
+
+/// Observed state of a connection.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionStatus {
+    /// Generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`: credentials loaded and a probe call (`GET /v2/secretConfig`) succeeded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// When the last probe ran (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_probe_time: Option<String>,
+}

@@ -1,0 +1,310 @@
+//! `OkmsSecret`: one OKMS secret path, pushed from a source and/or mirrored into a Secret.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::schema;
+
+/// Desired state of an OKMS secret and of the Kubernetes Secret that mirrors it.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "okms.dev",
+    version = "v1alpha1",
+    kind = "OkmsSecret",
+    plural = "okmssecrets",
+    shortname = "oks",
+    category = "okms",
+    namespaced,
+    status = "OkmsSecretStatus",
+    printcolumn = r#"{"name":"Path","type":"string","jsonPath":".spec.path"}"#,
+    printcolumn = r#"{"name":"Version","type":"integer","jsonPath":".status.syncedVersion"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    { "rule": "!(has(self.version) && has(self.source))", "message": "version pins a mirrored version and cannot be combined with source (mirror-only)" }
+]))]
+pub struct OkmsSecretSpec {
+    /// The OkmsConnection (same namespace) or ClusterOkmsConnection used to reach OKMS.
+    pub connection_ref: ConnectionRef,
+
+    /// OKMS secret path, e.g. `team-a/db`: characters `a-zA-Z0-9_.:/=@-`, at most 255, no leading
+    /// or trailing `/`, no `//`. Immutable.
+    #[schemars(schema_with = "schema::secret_path")]
+    pub path: String,
+
+    /// Where the desired data comes from. Absent: mirror-only (the remote secret must exist and
+    /// is only read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+
+    /// Settings of the OKMS secret, applied on create; drift is corrected without a new version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteSettings>,
+
+    /// `Overwrite` (default): desired data wins, a differing remote version gets a new version.
+    /// `IfNotExists`: create once, never write again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_policy: Option<UpdatePolicy>,
+
+    /// Mirror this version number instead of the newest active one (mirror-only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 24000))]
+    pub version: Option<u32>,
+
+    /// How often OKMS is polled for out-of-band changes (`30s`, `5m`, `1h`, `1d`; `0` = never).
+    /// Default `1h`. Every requeue is jittered by ±10 %.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::duration")]
+    pub refresh_interval: Option<String>,
+
+    /// The Kubernetes Secret the active version is mirrored into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Target>,
+
+    /// What happens to the OKMS secret when this object is deleted: `Retain` (default) or
+    /// `Delete`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
+
+    /// Workloads restarted (pod template annotation) when the mirrored data changes; not on the
+    /// first sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_restart_targets: Option<Vec<RolloutTarget>>,
+}
+
+/// Reference to an OkmsConnection or ClusterOkmsConnection.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionRef {
+    /// `OkmsConnection` (default, same namespace) or `ClusterOkmsConnection`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<ConnectionKind>,
+    /// Name of the connection.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Kind of connection an OkmsSecret refers to.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum ConnectionKind {
+    #[default]
+    OkmsConnection,
+    ClusterOkmsConnection,
+}
+
+/// Source of the desired data: exactly one of `secretRef` or `inline`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    { "rule": "has(self.secretRef) != has(self.inline)", "message": "exactly one of secretRef or inline must be set" }
+]))]
+pub struct Source {
+    /// A Secret in the same namespace; each key becomes a JSON string value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SourceSecretRef>,
+    /// A JSON object written as is (non-sensitive data, or SOPS-encrypted manifests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::json_object")]
+    pub inline: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A source Secret in the OkmsSecret's namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceSecretRef {
+    /// Name of the Secret (same namespace as the OkmsSecret).
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Only these keys (default: every key of the Secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<Vec<String>>,
+    /// `Text` (default: values must be UTF-8, stored as JSON strings) or `Base64` (every value
+    /// stored base64-encoded, for binary material).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<SourceEncoding>,
+}
+
+/// How source Secret values become JSON strings.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum SourceEncoding {
+    #[default]
+    Text,
+    Base64,
+}
+
+/// Settings of the OKMS secret.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteSettings {
+    /// Versions kept before the oldest is removed (0 = the domain's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 24000))]
+    pub max_versions: Option<u32>,
+    /// Require check-and-set on every write to this secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cas_required: Option<bool>,
+    /// Versions are deactivated this long after creation (`0s` = the domain's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::duration")]
+    pub deactivate_version_after: Option<String>,
+    /// Custom metadata on the OKMS secret (at most 64 entries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub custom_metadata: Option<BTreeMap<String, String>>,
+}
+
+/// When desired data is written to OKMS.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum UpdatePolicy {
+    #[default]
+    Overwrite,
+    IfNotExists,
+}
+
+/// Fate of the OKMS secret when the OkmsSecret is deleted.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum DeletionPolicy {
+    #[default]
+    Retain,
+    Delete,
+}
+
+/// The mirrored Kubernetes Secret.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Target {
+    /// Secret name (default: the OkmsSecret's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub name: Option<String>,
+    /// Secret type (default `Opaque`).
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub type_: Option<SecretType>,
+    /// Labels copied onto the Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Annotations copied onto the Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+    /// Secret key → template rendered from the version's JSON (minijinja syntax, e.g.
+    /// `postgres://{{ user }}:{{ password }}@db`). Without a template each top-level JSON key
+    /// becomes a Secret key (strings as is, other values as compact JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<BTreeMap<String, String>>,
+    /// `None` (default) or `Base64`: decode every value before writing it to the Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoding: Option<TargetDecoding>,
+    /// `Owner` (default: created, owned, deleted with the OkmsSecret), `Orphan` (created, left
+    /// behind) or `Merge` (only update keys of an existing Secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation_policy: Option<CreationPolicy>,
+}
+
+/// Kubernetes Secret types a target may have.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum SecretType {
+    #[default]
+    Opaque,
+    #[serde(rename = "kubernetes.io/tls")]
+    Tls,
+    #[serde(rename = "kubernetes.io/dockerconfigjson")]
+    DockerConfigJson,
+    #[serde(rename = "kubernetes.io/dockercfg")]
+    DockerCfg,
+    #[serde(rename = "kubernetes.io/basic-auth")]
+    BasicAuth,
+    #[serde(rename = "kubernetes.io/ssh-auth")]
+    SshAuth,
+}
+
+impl SecretType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecretType::Opaque => "Opaque",
+            SecretType::Tls => "kubernetes.io/tls",
+            SecretType::DockerConfigJson => "kubernetes.io/dockerconfigjson",
+            SecretType::DockerCfg => "kubernetes.io/dockercfg",
+            SecretType::BasicAuth => "kubernetes.io/basic-auth",
+            SecretType::SshAuth => "kubernetes.io/ssh-auth",
+        }
+    }
+}
+
+/// How mirrored values are decoded before they are written to the Secret.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum TargetDecoding {
+    #[default]
+    None,
+    Base64,
+}
+
+/// Who owns the target Secret.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum CreationPolicy {
+    #[default]
+    Owner,
+    Orphan,
+    Merge,
+}
+
+/// A workload restarted when the mirrored data changes.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutTarget {
+    /// `Deployment`, `StatefulSet` or `DaemonSet` (same namespace).
+    pub kind: WorkloadKind,
+    /// Name of the workload.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Workload kinds that can be restarted.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum WorkloadKind {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+}
+
+/// Observed state (kstatus-compliant).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OkmsSecretStatus {
+    /// Generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Reconciling` and `Stalled` conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The OKMS path this object is bound to (enforces immutability).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Remote current version last seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<u32>,
+    /// Version whose data is in the target Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_version: Option<u32>,
+    /// Last version this operator wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_written_version: Option<u32>,
+    /// Keyed HMAC-SHA256 of the desired data last pushed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_hmac: Option<String>,
+    /// Keyed HMAC-SHA256 of the data mirrored into the target Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_hmac: Option<String>,
+    /// Name of the target Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    /// When the target Secret last received data (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_time: Option<String>,
+}
