@@ -67,9 +67,10 @@ impl fmt::Debug for Auth {
 /// What the observer learns about each HTTP attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestRecord {
-    /// Stable operation name: `secret.get`, `secret.getData`, `secret.create`, `secret.update`,
-    /// `secret.delete`, `secret.list`, `version.list`, `version.get`, `version.create`,
-    /// `version.update`, `config.get`, `config.put`.
+    /// Stable operation name, the same as the emulator's counters: `secret.get`,
+    /// `secret.getData`, `secret.create`, `secret.update`, `secret.delete`, `secret.list`,
+    /// `version.list`, `version.get`, `version.getData`, `version.create`, `version.update`,
+    /// `config.get`, `config.put`.
     pub operation: &'static str,
     /// HTTP status, `None` when no answer arrived (timeout, transport error).
     pub status: Option<u16>,
@@ -174,6 +175,7 @@ struct Call<'a> {
 
 struct Answer {
     status: StatusCode,
+    version: reqwest::Version,
     headers: HeaderMap,
     body: Vec<u8>,
 }
@@ -478,8 +480,13 @@ impl OkmsClient {
             &format!("{}/version/{version}", secret_path(path)),
             query,
         )?;
+        let metric = if include_data {
+            "version.getData"
+        } else {
+            "version.get"
+        };
         let answer = self
-            .execute(self.call(OP, "version.get", Some(path), Method::GET, url))
+            .execute(self.call(OP, metric, Some(path), Method::GET, url))
             .await?;
         self.decode(OP, Some(path), &answer.body)
     }
@@ -707,7 +714,13 @@ impl OkmsClient {
             }
             let kind = match outcome {
                 Ok(answer) if answer.status.is_success() => {
-                    tracing::debug!(attempt, ?duration, status, "OKMS request done");
+                    tracing::debug!(
+                        attempt,
+                        ?duration,
+                        status,
+                        http = ?answer.version,
+                        "OKMS request done"
+                    );
                     return Ok(answer);
                 }
                 Ok(answer) => api_error(&answer),
@@ -753,6 +766,7 @@ impl OkmsClient {
             .await
             .map_err(|e| transport_error(&e, inner.timeout))?;
         let status = response.status();
+        let version = response.version();
         let headers = response.headers().clone();
         let body = read_limited(response, MAX_BODY_BYTES)
             .await
@@ -764,6 +778,7 @@ impl OkmsClient {
             })?;
         Ok(Answer {
             status,
+            version,
             headers,
             body,
         })
@@ -809,11 +824,18 @@ fn api_error(answer: &Answer) -> ErrorKind {
 }
 
 fn transport_error(e: &reqwest::Error, timeout: Duration) -> ErrorKind {
-    if e.is_timeout() {
+    // A connect timeout is a connect error first: the request was certainly not sent, which is
+    // what decides whether a write may be replayed.
+    if e.is_connect() {
+        ErrorKind::Transport {
+            connect: true,
+            detail: chain(e),
+        }
+    } else if e.is_timeout() {
         ErrorKind::Timeout { after: timeout }
     } else {
         ErrorKind::Transport {
-            connect: e.is_connect(),
+            connect: false,
             detail: chain(e),
         }
     }
@@ -1092,6 +1114,7 @@ mod tests {
         headers.insert(RETRY_AFTER, HeaderValue::from_static("7"));
         let answer = Answer {
             status: StatusCode::NOT_FOUND,
+            version: reqwest::Version::HTTP_2,
             headers,
             body: br#"{"error_code":17125377,"error_id":"e","errors":["secret not found"],
                       "request_id":"rid","data":{"password":"hunter2"}}"#
@@ -1113,6 +1136,7 @@ mod tests {
 
         let html = Answer {
             status: StatusCode::BAD_GATEWAY,
+            version: reqwest::Version::HTTP_11,
             headers: HeaderMap::new(),
             body: b"<html>password=hunter2</html>".to_vec(),
         };
