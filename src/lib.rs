@@ -1,5 +1,17 @@
 #![forbid(unsafe_code)]
 //! okms-operator: a Kubernetes operator for OVHcloud OKMS Secret Manager.
+//!
+//! `crd` holds the resource types, `okms` the OKMS API client, `controller` the reconcilers;
+//! `render` and `controller::plan` are the pure decisions, unit-tested without any server.
 
+pub mod config;
+pub mod controller;
 pub mod crd;
+pub mod error;
+pub mod hmac;
+pub mod http;
+pub mod metrics;
 pub mod okms;
+pub mod render;
+pub mod status;
+pub mod telemetry;

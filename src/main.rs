@@ -1,3 +1,168 @@
-fn main() {
-    print!("{}", okms_operator::crd::crds_yaml());
+//! The `okms-operator` binary: parses the command line, sets up logging and clients, starts the
+//! controllers and the admin server, and waits for shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use okms_operator::config::Config;
+use okms_operator::controller::{self, Context};
+use okms_operator::http::{self, Health};
+use okms_operator::metrics::Metrics;
+use okms_operator::telemetry::{self, LogFormat};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "okms-operator",
+    version,
+    about = "Kubernetes operator for OVHcloud OKMS Secret Manager"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the operator (the default).
+    Run(RunArgs),
+    /// Print every CRD as multi-document YAML.
+    Crd,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct RunArgs {
+    /// Watch only this namespace (default: all).
+    #[arg(long, env = "OKMS_OPERATOR_NAMESPACE")]
+    namespace: Option<String>,
+    /// Only reconcile OkmsSecrets matching this label selector (sharding).
+    #[arg(long, env = "OKMS_OPERATOR_SELECTOR")]
+    selector: Option<String>,
+    /// Maximum concurrent reconciles.
+    #[arg(long, env = "OKMS_OPERATOR_CONCURRENCY", default_value_t = 32)]
+    concurrency: u16,
+    /// Run only while holding the Lease in the operator namespace.
+    #[arg(long, env = "OKMS_OPERATOR_LEADER_ELECTION", default_value_t = false)]
+    leader_election: bool,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(
+        long,
+        env = "OKMS_OPERATOR_METRICS_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
+    metrics_addr: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "OKMS_OPERATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
+    log_format: LogFormat,
+    /// Refresh interval of OkmsSecrets that set none (`30s`, `5m`, `1h`).
+    #[arg(
+        long,
+        env = "OKMS_OPERATOR_DEFAULT_REFRESH_INTERVAL",
+        default_value = "1h"
+    )]
+    default_refresh_interval: String,
+    /// Namespace of the operator's own objects (HMAC key Secret, Lease); default: $POD_NAMESPACE,
+    /// then okms-system.
+    #[arg(long, env = "OKMS_OPERATOR_OPERATOR_NAMESPACE")]
+    operator_namespace: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Crd) => {
+            print!("{}", okms_operator::crd::crds_yaml());
+            Ok(())
+        }
+        Some(Command::Run(args)) => run(args).await,
+        None => run(cli.run).await,
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    telemetry::init(args.log_format);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let refresh = okms_operator::controller::plan::parse_duration(&args.default_refresh_interval)
+        .map_err(|e| anyhow::anyhow!("--default-refresh-interval: {e}"))?;
+    let operator_namespace = args
+        .operator_namespace
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .unwrap_or_else(|| "okms-system".into());
+    if args.leader_election {
+        anyhow::bail!("--leader-election is not implemented yet; run a single replica");
+    }
+    let config = Config {
+        operator_namespace: operator_namespace.clone(),
+        namespace: args.namespace,
+        selector: args.selector,
+        concurrency: args.concurrency,
+        default_refresh_interval: if refresh.is_zero() {
+            Duration::from_secs(3600)
+        } else {
+            refresh
+        },
+        ..Config::default()
+    };
+    let client = kube::Client::try_default()
+        .await
+        .context("no Kubernetes configuration found (in-cluster or KUBECONFIG)")?;
+    let hmac = okms_operator::hmac::load_or_create(&client, &operator_namespace)
+        .await
+        .with_context(|| format!("HMAC key Secret in namespace {operator_namespace:?}"))?;
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    health.leadership_known.store(true, Ordering::Relaxed);
+    metrics.leader.set(1);
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut http_stop = stop_rx.clone();
+    let (addr, http_task) = http::serve(
+        args.metrics_addr,
+        metrics.clone(),
+        health.clone(),
+        async move {
+            let _ = http_stop.wait_for(|s| *s).await;
+        },
+    )
+    .await
+    .with_context(|| format!("binding the metrics address {}", args.metrics_addr))?;
+    tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
+
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing in-flight reconciles");
+        let _ = stop_tx.send(true);
+    });
+    let ctx = Context::new(client, config, hmac, metrics).with_health(health);
+    controller::run(ctx, stop_rx).await;
+    let _ = http_task.await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
 }

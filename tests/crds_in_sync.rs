@@ -42,7 +42,11 @@ fn crds_have_no_server_side_defaults_and_describe_every_field() {
     for crd in okms_operator::crd::crds() {
         let value = serde_json::to_value(&crd).expect("CRD serializes");
         let mut missing = Vec::new();
-        walk(&value["spec"]["versions"][0]["schema"]["openAPIV3Schema"], "", &mut missing);
+        walk(
+            &value["spec"]["versions"][0]["schema"]["openAPIV3Schema"],
+            "",
+            &mut missing,
+        );
         let name = crd.metadata.name.unwrap_or_default();
         assert!(missing.is_empty(), "{name}: {}", missing.join("\n"));
     }
@@ -56,7 +60,8 @@ fn walk(schema: &serde_json::Value, at: &str, problems: &mut Vec<String>) {
     if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
         for (name, prop) in props {
             let here = format!("{at}.{name}");
-            let top_level = at.is_empty() && matches!(name.as_str(), "apiVersion" | "kind" | "metadata");
+            let top_level =
+                at.is_empty() && matches!(name.as_str(), "apiVersion" | "kind" | "metadata");
             if prop.get("description").is_none() && !top_level {
                 problems.push(format!("{here}: no description"));
             }

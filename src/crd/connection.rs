@@ -60,10 +60,15 @@ pub struct ClusterOkmsConnectionSpec {
 pub struct ConnectionSpec {
     /// Regional base URL, e.g. `https://eu-west-rbx.okms.ovh.net`. `https` is required except
     /// for loopback hosts.
-    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https?://[^\s/]+(/[^\s]*)?$"))]
+    #[schemars(
+        length(min = 1, max = 2048),
+        regex(pattern = r"^https?://[^\s/]+(/[^\s]*)?$")
+    )]
     pub endpoint: String,
     /// The OKMS domain id (UUID).
-    #[schemars(regex(pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"))]
+    #[schemars(regex(
+        pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    ))]
     pub okms_id: String,
     /// Credentials: exactly one of `mtls` or `token`.
     pub auth: ConnectionAuth,

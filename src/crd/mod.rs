@@ -18,7 +18,11 @@ pub const VERSION: &str = "v1alpha1";
 
 /// Every CRD this operator serves, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![OkmsConnection::crd(), ClusterOkmsConnection::crd(), OkmsSecret::crd()]
+    vec![
+        OkmsConnection::crd(),
+        ClusterOkmsConnection::crd(),
+        OkmsSecret::crd(),
+    ]
 }
 
 /// One YAML document per CRD, as committed under `crds/` (file name = CRD name + `.yaml`).

@@ -92,7 +92,7 @@ pub struct ConnectionRef {
 }
 
 /// Kind of connection an OkmsSecret refers to.
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema, Default)]
 pub enum ConnectionKind {
     #[default]
     OkmsConnection,

@@ -1,0 +1,10 @@
+//! The reconcilers and how they are wired to watches.
+
+pub mod connection;
+pub mod context;
+pub mod okms_secret;
+pub mod plan;
+mod run;
+
+pub use context::{Context, FIELD_MANAGER};
+pub use run::{Shutdown, run};

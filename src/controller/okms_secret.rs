@@ -1,0 +1,714 @@
+//! The OkmsSecret reconciler: `finalizer → dereference → validate → plan → apply remote →
+//! mirror → status` (DESIGN.md §4). Decisions live in `plan` and `render`; this file does I/O.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use serde_json::{Map, Value, json};
+use tracing::{debug, info, warn};
+
+use crate::controller::connection;
+use crate::controller::context::{Context, FIELD_MANAGER, RefKey};
+use crate::controller::plan;
+use crate::crd::{
+    ConnectionKind, CreationPolicy, DeletionPolicy, OkmsSecret, OkmsSecretStatus, Source,
+    UpdatePolicy, WorkloadKind,
+};
+use crate::error::{Category, Error, Result};
+use crate::okms::{OkmsClient, SecretData, VersionState};
+use crate::render;
+use crate::status;
+
+pub const FINALIZER: &str = "okms.dev/cleanup";
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const LABEL_SECRET: &str = "okms.dev/secret";
+pub const ANNOTATION_VERSION: &str = "okms.dev/version";
+pub const ANNOTATION_RESTARTED_AT: &str = "okms.dev/restartedAt";
+/// How many times a lost check-and-set is re-planned before `Conflict` is reported.
+const CAS_ATTEMPTS: u32 = 3;
+
+/// What one successful sync did.
+struct Outcome {
+    status: OkmsSecretStatus,
+    reason: &'static str,
+    message: String,
+    events: Vec<(&'static str, String)>,
+    changed: bool,
+}
+
+pub async fn reconcile(obj: Arc<OkmsSecret>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    let oref = ObjectRef::from_obj(&*obj);
+    let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
+    if obj.meta().deletion_timestamp.is_some() {
+        let result = cleanup(&obj, &ctx).await;
+        ctx.index.remove(&oref);
+        ctx.metrics.set_ready(&key, None);
+        let reason = result
+            .as_ref()
+            .map(|_| "Deleted")
+            .unwrap_or_else(|e| e.reason());
+        ctx.metrics
+            .reconciled("OkmsSecret", reason, result.is_ok(), started.elapsed());
+        return result.map(|_| Action::await_change());
+    }
+    match sync(&obj, &ctx).await {
+        Ok(outcome) => {
+            write_status(&obj, &ctx, outcome.status, |conds, generation, now| {
+                status::ready(conds, outcome.reason, &outcome.message, generation, now)
+            })
+            .await?;
+            for (reason, note) in outcome.events {
+                publish(&ctx, &obj, EventType::Normal, reason, note).await;
+            }
+            ctx.reset_backoff(&oref);
+            ctx.metrics.set_ready(&key, Some(true));
+            ctx.metrics
+                .reconciled("OkmsSecret", outcome.reason, true, started.elapsed());
+            if outcome.changed {
+                info!(okmssecret = %key, reason = outcome.reason, "synced");
+            } else {
+                debug!(okmssecret = %key, "nothing to do");
+            }
+            let interval = match &obj.spec.refresh_interval {
+                Some(i) => plan::parse_duration(i).unwrap_or(ctx.config.default_refresh_interval),
+                None => ctx.config.default_refresh_interval,
+            };
+            Ok(match plan::jittered(interval, rand::random()) {
+                Some(after) => Action::requeue(after),
+                None => Action::await_change(),
+            })
+        }
+        Err(err) => {
+            let reason = err.reason();
+            let message = err.to_string();
+            let mut base = obj.status.clone().unwrap_or_default();
+            if base.path.is_none()
+                && plan::validate_path(&obj.spec.path).is_ok()
+                && reason != "PathImmutable"
+            {
+                base.path = Some(obj.spec.path.clone());
+            }
+            let stalled = err.is_stalled();
+            let previous = obj
+                .status
+                .as_ref()
+                .and_then(|s| status::get(&s.conditions, status::READY).cloned());
+            let first_report = previous.is_none_or(|c| c.reason != reason || c.message != message);
+            write_status(&obj, &ctx, base, |conds, generation, now| {
+                status::failed(conds, reason, &message, stalled, generation, now)
+            })
+            .await?;
+            if first_report {
+                publish(&ctx, &obj, EventType::Warning, reason, message.clone()).await;
+            }
+            warn!(okmssecret = %key, reason, error = %message, "reconcile failed");
+            ctx.metrics.set_ready(&key, Some(false));
+            ctx.metrics
+                .reconciled("OkmsSecret", reason, false, started.elapsed());
+            Err(err)
+        }
+    }
+}
+
+/// Requeue after an error: conflicts soon, invalid specs only on change, the rest with per-object
+/// exponential backoff and jitter.
+pub fn error_policy(obj: Arc<OkmsSecret>, err: &Error, ctx: Arc<Context>) -> Action {
+    let oref = ObjectRef::from_obj(&*obj);
+    match err.category() {
+        Category::Conflict => Action::requeue(std::time::Duration::from_millis(
+            500 + rand::random::<u64>() % 1000,
+        )),
+        Category::Invalid => {
+            // A foreign target Secret or a refused path can change without touching this object.
+            let retry = ctx
+                .next_backoff(&oref)
+                .max(std::time::Duration::from_secs(60));
+            Action::requeue(retry)
+        }
+        Category::Waiting | Category::Transient => {
+            let mut delay = ctx.next_backoff(&oref);
+            if let Error::Okms(e) = err
+                && let Some(after) = e.retry_after()
+            {
+                delay = delay.max(after);
+            }
+            Action::requeue(delay)
+        }
+    }
+}
+
+async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
+    let spec = &obj.spec;
+    let prev = obj.status.as_ref();
+    let ns = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    let path = spec.path.as_str();
+
+    // validate (pure), then the finalizer and the reverse index
+    plan::validate(spec, prev)?;
+    ensure_finalizer(obj, ctx).await?;
+    let conn_kind = spec.connection_ref.kind.unwrap_or_default();
+    let mut refs: Vec<RefKey> = vec![(
+        conn_kind_name(conn_kind),
+        conn_namespace(conn_kind, &ns),
+        spec.connection_ref.name.clone(),
+    )];
+    if let Some(Source {
+        secret_ref: Some(r),
+        ..
+    }) = &spec.source
+    {
+        refs.push(("Secret", ns.clone(), r.name.clone()));
+    }
+    ctx.index.set(&ObjectRef::from_obj(obj), refs);
+
+    // dereference: connection (isolation checked before any OKMS call), source, target
+    let conn = connection::fetch(ctx, conn_kind, &ns, &spec.connection_ref.name).await?;
+    conn.check_allowed(ctx, &ns, path).await?;
+    let desired = match &spec.source {
+        None => None,
+        Some(source) => Some(desired_data(ctx, &ns, source).await?),
+    };
+    let desired_text = desired
+        .as_ref()
+        .map(render::checked_canonical)
+        .transpose()?;
+    let desired_hmac = desired_text.as_ref().map(|t| ctx.hmac.digest(t.as_bytes()));
+
+    let target = spec.target.clone().unwrap_or_default();
+    let target_name = target.name.clone().unwrap_or_else(|| name.clone());
+    let creation = target.creation_policy.unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let existing = secrets.get_opt(&target_name).await?;
+    match (&existing, creation) {
+        (Some(s), CreationPolicy::Owner | CreationPolicy::Orphan) if !is_ours(s, &name) => {
+            return Err(Error::TargetConflict { name: target_name });
+        }
+        (None, CreationPolicy::Merge) => return Err(Error::TargetNotFound { name: target_name }),
+        _ => {}
+    }
+
+    let client = connection::client_for(ctx, &conn).await?.client;
+    let mut events = Vec::new();
+    let mut written: Option<u32> = None;
+    // data of a version we know without reading it back (we just wrote or compared it)
+    let mut known: Option<(u32, Map<String, Value>)> = None;
+
+    // cheap check: metadata (and the selected version's state), no data
+    let remote = match client.get_secret(path, spec.version, false).await {
+        Ok(s) => Some(s),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => return Err(e.into()),
+    };
+    let (metadata, mut current, mut current_state) = match remote {
+        Some(s) => {
+            let current = s.metadata.current_version.unwrap_or(0);
+            let state = s.version.as_ref().map(|v| (v.id, v.state));
+            (s.metadata, current, state)
+        }
+        None => {
+            let (Some(desired), Some(_)) = (&desired, spec.version.is_none().then_some(())) else {
+                return Err(Error::RemoteNotFound {
+                    path: path.to_string(),
+                });
+            };
+            let settings = plan::create_settings(spec.remote.as_ref());
+            let meta = client
+                .create_secret(path, &SecretData(desired.clone()), settings.as_ref())
+                .await
+                .map_err(conflict_as_retry(path))?;
+            let v = meta.current_version.unwrap_or(1);
+            ctx.metrics.versions_written.inc();
+            written = Some(v);
+            known = Some((v, desired.clone()));
+            events.push((
+                "Created",
+                format!("created OKMS secret {path:?} at version {v}"),
+            ));
+            (meta, v, Some((v, VersionState::Active)))
+        }
+    };
+
+    // settings drift: metadata-only update, no new version
+    if written.is_none()
+        && let Some(update) = plan::settings_drift(spec.remote.as_ref(), &metadata)
+    {
+        client
+            .update_secret(path, Some(current), Some(&update), None)
+            .await
+            .map_err(conflict_as_retry(path))?;
+        events.push((
+            "Synced",
+            format!("updated settings of OKMS secret {path:?}"),
+        ));
+    }
+
+    // push: a new version only when the desired data differs from the remote current version
+    if let (Some(desired), Some(hmac)) = (&desired, &desired_hmac)
+        && written.is_none()
+        && spec.update_policy.unwrap_or_default() == UpdatePolicy::Overwrite
+    {
+        let mut attempts = 0;
+        while plan::must_compare_remote(prev, hmac, current) {
+            attempts += 1;
+            let version = client.get_version(path, current, true).await?;
+            if !plan::must_push(&version, desired, prev, hmac) {
+                if version.state == VersionState::Active {
+                    known = Some((current, desired.clone()));
+                }
+                break;
+            }
+            match client
+                .update_secret(
+                    path,
+                    Some(current),
+                    None,
+                    Some(&SecretData(desired.clone())),
+                )
+                .await
+            {
+                Ok(meta) => {
+                    let v = meta.current_version.unwrap_or(current + 1);
+                    ctx.metrics.versions_written.inc();
+                    written = Some(v);
+                    known = Some((v, desired.clone()));
+                    current = v;
+                    current_state = Some((v, VersionState::Active));
+                    events.push((
+                        "VersionWritten",
+                        format!("wrote version {v} of OKMS secret {path:?}"),
+                    ));
+                    break;
+                }
+                Err(e) if e.is_conflict() && attempts < CAS_ATTEMPTS => {
+                    // someone wrote between our read and our write: re-plan from the new state
+                    let fresh = client.get_secret(path, None, false).await?;
+                    current = fresh.metadata.current_version.unwrap_or(current);
+                    current_state = fresh.version.as_ref().map(|v| (v.id, v.state));
+                }
+                Err(e) if e.is_conflict() => {
+                    return Err(Error::Conflict {
+                        path: path.to_string(),
+                        attempts,
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    // which version is mirrored
+    let mirror = match (spec.version, current_state) {
+        (Some(pinned), Some((id, VersionState::Active))) if id == pinned => pinned,
+        (Some(pinned), _) => {
+            return Err(Error::VersionInactive(format!(
+                "pinned version {pinned} of OKMS secret {path:?} is not active"
+            )));
+        }
+        (None, Some((id, VersionState::Active))) if id == current => current,
+        (None, _) => {
+            let versions = client.list_all_versions(path).await?;
+            plan::version_to_mirror(None, &versions).ok_or_else(|| {
+                Error::VersionInactive(format!("OKMS secret {path:?} has no active version"))
+            })?
+        }
+    };
+
+    // mirror, unless the target already holds exactly that version's rendering
+    let target_hmac = existing
+        .as_ref()
+        .map(|s| ctx.hmac.digest_map(&secret_bytes(s)));
+    let up_to_date = prev.is_some_and(|p| {
+        p.synced_version == Some(mirror) && p.data_hmac.is_some() && p.data_hmac == target_hmac
+    }) && existing
+        .as_ref()
+        .is_some_and(|s| is_ours(s, &name) || creation == CreationPolicy::Merge);
+    let mut data_hmac = prev.and_then(|p| p.data_hmac.clone());
+    let mut last_sync_time = prev.and_then(|p| p.last_sync_time.clone());
+    if !up_to_date {
+        let data = match known {
+            Some((v, data)) if v == mirror => data,
+            _ => {
+                let v = client.get_secret(path, Some(mirror), true).await?;
+                match v.version.and_then(|v| v.data) {
+                    Some(d) => d.into_map(),
+                    None => {
+                        return Err(Error::VersionInactive(format!(
+                            "version {mirror} of OKMS secret {path:?} has no readable data"
+                        )));
+                    }
+                }
+            }
+        };
+        let rendered = render::render_target(&data, &target)?;
+        let applied = apply_target(
+            obj,
+            &secrets,
+            &target_name,
+            &target,
+            creation,
+            mirror,
+            rendered,
+        )
+        .await?;
+        let new_hmac = ctx.hmac.digest_map(&secret_bytes(&applied));
+        let first_sync = prev.and_then(|p| p.data_hmac.as_ref()).is_none();
+        if !first_sync && data_hmac.as_ref() != Some(&new_hmac) {
+            restart_workloads(obj, ctx, &ns, &mut events).await;
+        }
+        ctx.metrics.secrets_mirrored.inc();
+        events.push((
+            "Mirrored",
+            format!("mirrored version {mirror} into Secret {target_name:?}"),
+        ));
+        data_hmac = Some(new_hmac);
+        last_sync_time = Some(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    }
+
+    let changed = !events.is_empty();
+    let (reason, message) = if written.is_some() && events.iter().any(|(r, _)| *r == "Created") {
+        (
+            "Created",
+            format!("created OKMS secret at version {mirror}; Secret {target_name:?} is in sync"),
+        )
+    } else if written.is_some() {
+        (
+            "VersionWritten",
+            format!(
+                "wrote version {}; Secret {target_name:?} mirrors version {mirror}",
+                written.unwrap_or(mirror)
+            ),
+        )
+    } else if !up_to_date {
+        (
+            "Mirrored",
+            format!("Secret {target_name:?} mirrors version {mirror}"),
+        )
+    } else {
+        // nothing happened: keep the previous Ready reason so that status does not change
+        let prev_ready = prev
+            .and_then(|p| status::get(&p.conditions, status::READY))
+            .filter(|c| c.status == "True");
+        match prev_ready {
+            Some(c) => (stable_reason(&c.reason), c.message.clone()),
+            None => (
+                "Synced",
+                format!("Secret {target_name:?} mirrors version {mirror}"),
+            ),
+        }
+    };
+    let status = OkmsSecretStatus {
+        observed_generation: obj.meta().generation,
+        conditions: prev.map(|p| p.conditions.clone()).unwrap_or_default(),
+        path: Some(path.to_string()),
+        current_version: Some(current),
+        synced_version: Some(mirror),
+        last_written_version: written.or_else(|| prev.and_then(|p| p.last_written_version)),
+        source_hmac: desired_hmac.or_else(|| prev.and_then(|p| p.source_hmac.clone())),
+        data_hmac,
+        secret_name: Some(target_name),
+        last_sync_time,
+    };
+    Ok(Outcome {
+        status,
+        reason,
+        message,
+        events,
+        changed,
+    })
+}
+
+/// Maps a reason read back from status to the static string it came from.
+fn stable_reason(reason: &str) -> &'static str {
+    match reason {
+        "Created" => "Created",
+        "VersionWritten" => "VersionWritten",
+        "Mirrored" => "Mirrored",
+        _ => "Synced",
+    }
+}
+
+fn conflict_as_retry(path: &str) -> impl FnOnce(crate::okms::OkmsError) -> Error + '_ {
+    move |e| {
+        if e.is_conflict() || e.status() == Some(409) {
+            Error::Conflict {
+                path: path.to_string(),
+                attempts: 1,
+            }
+        } else {
+            e.into()
+        }
+    }
+}
+
+fn conn_kind_name(kind: ConnectionKind) -> &'static str {
+    match kind {
+        ConnectionKind::OkmsConnection => "OkmsConnection",
+        ConnectionKind::ClusterOkmsConnection => "ClusterOkmsConnection",
+    }
+}
+
+fn conn_namespace(kind: ConnectionKind, ns: &str) -> String {
+    match kind {
+        ConnectionKind::OkmsConnection => ns.to_string(),
+        ConnectionKind::ClusterOkmsConnection => String::new(),
+    }
+}
+
+/// Desired data of a source, as a JSON object.
+async fn desired_data(ctx: &Context, ns: &str, source: &Source) -> Result<Map<String, Value>> {
+    if let Some(inline) = &source.inline {
+        return Ok(inline.clone());
+    }
+    let Some(r) = &source.secret_ref else {
+        return Err(Error::InvalidSpec(
+            "spec.source needs secretRef or inline".into(),
+        ));
+    };
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let secret = api
+        .get_opt(&r.name)
+        .await?
+        .ok_or_else(|| Error::SourceNotFound {
+            namespace: ns.to_string(),
+            name: r.name.clone(),
+        })?;
+    render::desired_from_secret(
+        &secret_bytes(&secret),
+        r.keys.as_deref(),
+        r.encoding.unwrap_or_default(),
+        &r.name,
+    )
+}
+
+/// A Secret's data as bytes (`stringData` is folded in by the API server).
+fn secret_bytes(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
+    secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.0.clone()))
+        .collect()
+}
+
+fn is_ours(secret: &Secret, owner_name: &str) -> bool {
+    let labels = secret.labels();
+    labels.get(LABEL_MANAGED_BY).map(String::as_str) == Some(FIELD_MANAGER)
+        && labels.get(LABEL_SECRET).map(String::as_str) == Some(owner_name)
+}
+
+/// Server-side applies the target Secret with our field manager.
+async fn apply_target(
+    obj: &OkmsSecret,
+    api: &Api<Secret>,
+    name: &str,
+    target: &crate::crd::Target,
+    creation: CreationPolicy,
+    version: u32,
+    data: BTreeMap<String, Vec<u8>>,
+) -> Result<Secret> {
+    let mut labels = target.labels.clone().unwrap_or_default();
+    labels.insert(LABEL_MANAGED_BY.into(), FIELD_MANAGER.into());
+    labels.insert(LABEL_SECRET.into(), obj.name_any());
+    let mut annotations = target.annotations.clone().unwrap_or_default();
+    annotations.insert(ANNOTATION_VERSION.into(), version.to_string());
+    let owner = (creation == CreationPolicy::Owner).then(|| OwnerReference {
+        api_version: "okms.dev/v1alpha1".into(),
+        kind: "OkmsSecret".into(),
+        name: obj.name_any(),
+        uid: obj.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    });
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: obj.namespace(),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            owner_references: owner.map(|o| vec![o]),
+            ..Default::default()
+        },
+        type_: (creation != CreationPolicy::Merge)
+            .then(|| target.type_.unwrap_or_default().as_str().to_string()),
+        data: Some(data.into_iter().map(|(k, v)| (k, ByteString(v))).collect()),
+        ..Default::default()
+    };
+    let mut value = serde_json::to_value(&secret)
+        .map_err(|e| Error::Internal(format!("encode Secret: {e}")))?;
+    value["apiVersion"] = json!("v1");
+    value["kind"] = json!("Secret");
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    Ok(api.patch(name, &params, &Patch::Apply(&value)).await?)
+}
+
+/// Adds the finalizer when remote deletion is wanted, removes it when it no longer is.
+async fn ensure_finalizer(obj: &OkmsSecret, ctx: &Context) -> Result<()> {
+    let want = obj.spec.deletion_policy.unwrap_or_default() == DeletionPolicy::Delete;
+    let has = obj.finalizers().iter().any(|f| f == FINALIZER);
+    if want == has {
+        return Ok(());
+    }
+    let mut finalizers: Vec<String> = obj
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    if want {
+        finalizers.push(FINALIZER.to_string());
+    }
+    patch_finalizers(obj, ctx, finalizers).await
+}
+
+async fn patch_finalizers(obj: &OkmsSecret, ctx: &Context, finalizers: Vec<String>) -> Result<()> {
+    let api: Api<OkmsSecret> =
+        Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    // resourceVersion makes the merge patch conditional: a concurrent change of the list is a 409
+    let patch = json!({ "metadata": { "finalizers": finalizers, "resourceVersion": obj.resource_version() } });
+    api.patch(
+        &obj.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Deletion: with `deletionPolicy: Delete`, delete the remote secret (404 = done), then let go.
+async fn cleanup(obj: &OkmsSecret, ctx: &Context) -> Result<()> {
+    if !obj.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(());
+    }
+    if obj.spec.deletion_policy.unwrap_or_default() == DeletionPolicy::Delete
+        && obj.status.as_ref().and_then(|s| s.path.as_deref()) == Some(obj.spec.path.as_str())
+    {
+        let ns = obj.namespace().unwrap_or_default();
+        let kind = obj.spec.connection_ref.kind.unwrap_or_default();
+        let conn = connection::fetch(ctx, kind, &ns, &obj.spec.connection_ref.name).await?;
+        conn.check_allowed(ctx, &ns, &obj.spec.path).await?;
+        let client: OkmsClient = connection::client_for(ctx, &conn).await?.client;
+        match client.delete_secret(&obj.spec.path).await {
+            Ok(()) => {
+                publish(
+                    ctx,
+                    obj,
+                    EventType::Normal,
+                    "Deleted",
+                    format!("deleted OKMS secret {:?}", obj.spec.path),
+                )
+                .await;
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let finalizers = obj
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    patch_finalizers(obj, ctx, finalizers).await
+}
+
+/// Patches a restart annotation onto each rollout target; a missing workload is a warning only.
+async fn restart_workloads(
+    obj: &OkmsSecret,
+    ctx: &Context,
+    ns: &str,
+    events: &mut Vec<(&'static str, String)>,
+) {
+    let Some(targets) = &obj.spec.rollout_restart_targets else {
+        return;
+    };
+    let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let patch = json!({ "spec": { "template": { "metadata": { "annotations": { ANNOTATION_RESTARTED_AT: now } } } } });
+    let params = PatchParams::default();
+    for t in targets {
+        let result = match t.kind {
+            WorkloadKind::Deployment => Api::<Deployment>::namespaced(ctx.client.clone(), ns)
+                .patch(&t.name, &params, &Patch::Merge(&patch))
+                .await
+                .map(|_| ()),
+            WorkloadKind::StatefulSet => Api::<StatefulSet>::namespaced(ctx.client.clone(), ns)
+                .patch(&t.name, &params, &Patch::Merge(&patch))
+                .await
+                .map(|_| ()),
+            WorkloadKind::DaemonSet => Api::<DaemonSet>::namespaced(ctx.client.clone(), ns)
+                .patch(&t.name, &params, &Patch::Merge(&patch))
+                .await
+                .map(|_| ()),
+        };
+        match result {
+            Ok(()) => events.push((
+                "RolloutRestarted",
+                format!("restarted {:?} {}", t.kind, t.name),
+            )),
+            Err(e) => {
+                publish(
+                    ctx,
+                    obj,
+                    EventType::Warning,
+                    "RolloutRestartFailed",
+                    format!("could not restart {:?} {}: {e}", t.kind, t.name),
+                )
+                .await
+            }
+        }
+    }
+}
+
+/// Writes status only when it changed, so the controller never wakes itself up.
+async fn write_status(
+    obj: &OkmsSecret,
+    ctx: &Context,
+    mut new: OkmsSecretStatus,
+    conditions: impl FnOnce(
+        &mut Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+        Option<i64>,
+        chrono::DateTime<Utc>,
+    ),
+) -> Result<()> {
+    let generation = obj.meta().generation;
+    conditions(&mut new.conditions, generation, Utc::now());
+    new.observed_generation = generation;
+    if obj.status.as_ref() == Some(&new) {
+        return Ok(());
+    }
+    let api: Api<OkmsSecret> =
+        Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let patch = json!({ "apiVersion": "okms.dev/v1alpha1", "kind": "OkmsSecret", "status": new });
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn publish(ctx: &Context, obj: &OkmsSecret, type_: EventType, reason: &str, note: String) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        debug!(error = %e, "could not publish event");
+    }
+}

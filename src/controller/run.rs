@@ -1,0 +1,157 @@
+//! Wiring: the OkmsSecret controller with its metadata-only watches of target and source
+//! Secrets, connection watches, and the two connection controllers.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::watcher::{self, watcher};
+use kube::{Resource, ResourceExt};
+use tracing::debug;
+
+use crate::controller::connection::{connection_error_policy, reconcile_connection};
+use crate::controller::context::{Context, FIELD_MANAGER};
+use crate::controller::okms_secret::{self, LABEL_MANAGED_BY, LABEL_SECRET};
+use crate::crd::{ClusterOkmsConnection, OkmsConnection, OkmsSecret};
+
+/// Flips to `true` when the operator must stop; in-flight reconciles finish first.
+pub type Shutdown = tokio::sync::watch::Receiver<bool>;
+
+fn stopped(mut rx: Shutdown) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
+    async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+}
+
+fn namespaced<K>(client: &kube::Client, ns: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs every controller until `shutdown` flips.
+pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
+    let client = ctx.client.clone();
+    let ns = ctx.config.namespace.clone();
+    let ns = ns.as_deref();
+    let concurrency = ControllerConfig::default().concurrency(ctx.config.concurrency);
+
+    // OkmsSecrets, cached without managedFields (they are most of an object's size)
+    let mut wc = watcher::Config::default();
+    if let Some(sel) = &ctx.config.selector {
+        wc = wc.labels(sel);
+    }
+    let (reader, writer) = reflector::store::<OkmsSecret>();
+    let okms_secrets = watcher(namespaced::<OkmsSecret>(&client, ns), wc)
+        .default_backoff()
+        .modify(|o| o.managed_fields_mut().clear())
+        .reflect(writer)
+        .applied_objects();
+
+    // target Secrets: metadata only, our label only
+    let targets = watcher(
+        namespaced::<PartialObjectMeta<Secret>>(&client, ns),
+        watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={FIELD_MANAGER}")),
+    )
+    .default_backoff()
+    .touched_objects();
+
+    // source Secrets: metadata only, mapped through the reverse index
+    let sources = watcher(
+        namespaced::<PartialObjectMeta<Secret>>(&client, ns),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .touched_objects();
+
+    let health = ctx.health.clone();
+    let ready_reader = reader.clone();
+    tokio::spawn(async move {
+        if ready_reader.wait_until_ready().await.is_ok() {
+            health
+                .watches_synced
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    let idx = ctx.clone();
+    let idx2 = ctx.clone();
+    let idx3 = ctx.clone();
+    let secrets_controller = Controller::for_stream(okms_secrets, reader)
+        .with_config(concurrency.clone())
+        .watches_stream(targets, |s: PartialObjectMeta<Secret>| {
+            let owner = s.labels().get(LABEL_SECRET).cloned();
+            owner.map(|name| {
+                ObjectRef::new(name.as_str()).within(&s.namespace().unwrap_or_default())
+            })
+        })
+        .watches_stream(sources, move |s: PartialObjectMeta<Secret>| {
+            idx.index
+                .lookup(&("Secret", s.namespace().unwrap_or_default(), s.name_any()))
+        })
+        .watches(
+            namespaced::<OkmsConnection>(&client, ns),
+            watcher::Config::default(),
+            move |c| {
+                idx2.index.lookup(&(
+                    "OkmsConnection",
+                    c.namespace().unwrap_or_default(),
+                    c.name_any(),
+                ))
+            },
+        )
+        .watches(
+            Api::<ClusterOkmsConnection>::all(client.clone()),
+            watcher::Config::default(),
+            move |c| {
+                idx3.index
+                    .lookup(&("ClusterOkmsConnection", String::new(), c.name_any()))
+            },
+        )
+        .graceful_shutdown_on(stopped(shutdown.clone()))
+        .run(
+            okms_secret::reconcile,
+            okms_secret::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                debug!(error = %e, "OkmsSecret reconcile error");
+            }
+        });
+
+    let connections = Controller::new(
+        namespaced::<OkmsConnection>(&client, ns),
+        watcher::Config::default(),
+    )
+    .with_config(concurrency.clone())
+    .graceful_shutdown_on(stopped(shutdown.clone()))
+    .run(
+        reconcile_connection::<OkmsConnection>,
+        connection_error_policy,
+        ctx.clone(),
+    )
+    .for_each(|_| async {});
+    let cluster_connections = Controller::new(
+        Api::<ClusterOkmsConnection>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .with_config(concurrency)
+    .graceful_shutdown_on(stopped(shutdown))
+    .run(
+        reconcile_connection::<ClusterOkmsConnection>,
+        connection_error_policy,
+        ctx.clone(),
+    )
+    .for_each(|_| async {});
+
+    tokio::join!(secrets_controller, connections, cluster_connections);
+}
