@@ -154,6 +154,7 @@ fn authorize(
             "OKMS domain not found",
         )
     };
+    let mut cert_error = None;
     if let Some(domain) = conn.cert_domain.as_deref() {
         if domain == "*" {
             return match url_id {
@@ -161,12 +162,12 @@ fn authorize(
                 _ => Ok(()),
             };
         }
-        if domain != shared.okms_id || url_id.is_some_and(|id| id != domain) {
-            return Err(ApiError::unauthorized(
-                "the client certificate is not valid for this OKMS domain",
-            ));
+        if domain == shared.okms_id && url_id.is_none_or(|id| id == domain) {
+            return Ok(());
         }
-        return Ok(());
+        cert_error = Some(ApiError::unauthorized(
+            "the client certificate is not valid for this OKMS domain",
+        ));
     }
     if let (Some(expected), Some(given)) = (shared.token.as_deref(), bearer(headers))
         && same(expected, given)
@@ -175,6 +176,9 @@ fn authorize(
             Some(id) if id != shared.okms_id => Err(domain_not_found()),
             _ => Ok(()),
         };
+    }
+    if let Some(e) = cert_error {
+        return Err(e);
     }
     Err(ApiError::unauthorized(if conn.has_cert {
         "the client certificate carries no OKMS domain"
@@ -323,5 +327,68 @@ fn stats_endpoint(shared: &Shared, req: &Req) -> Result<Response, ApiError> {
             Ok(empty(StatusCode::NO_CONTENT))
         }
         _ => Err(ApiError::method_not_allowed()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared(token: Option<&str>) -> Shared {
+        Shared {
+            okms_id: "dom".into(),
+            token: token.map(str::to_owned),
+            store: Mutex::new(Store::new()),
+            faults: RwLock::new(Faults::default()),
+            counters: Counters::default(),
+            persist: None,
+        }
+    }
+
+    fn route(id: &str) -> Route {
+        route::parse(&format!("/api/{id}/v2/secretConfig"))
+    }
+
+    fn cert(domain: &str) -> ConnInfo {
+        ConnInfo {
+            cert_domain: Some(domain.into()),
+            has_cert: true,
+        }
+    }
+
+    #[test]
+    fn authorization_rules() {
+        let none = HeaderMap::new();
+        let mut tok = HeaderMap::new();
+        tok.insert("x-vault-token", "t".parse().unwrap());
+        let s = shared(None);
+        assert!(authorize(&s, &cert("dom"), &route("dom"), &none).is_ok());
+        assert!(authorize(&s, &cert("*"), &route("dom"), &none).is_ok());
+        assert_eq!(
+            authorize(&s, &cert("*"), &route("other"), &none)
+                .unwrap_err()
+                .code,
+            codes::DOMAIN_NOT_FOUND
+        );
+        assert_eq!(
+            authorize(&s, &cert("other"), &route("dom"), &none)
+                .unwrap_err()
+                .status,
+            StatusCode::UNAUTHORIZED
+        );
+        assert!(authorize(&s, &cert("dom"), &route("other"), &none).is_err());
+        assert!(authorize(&s, &ConnInfo::default(), &route("dom"), &tok).is_err());
+        let s = shared(Some("t"));
+        assert!(authorize(&s, &ConnInfo::default(), &route("dom"), &tok).is_ok());
+        assert!(
+            authorize(&s, &cert("other"), &route("dom"), &tok).is_ok(),
+            "token rescues"
+        );
+        assert!(authorize(&s, &ConnInfo::default(), &Route::Stats, &tok).is_ok());
+        let mut bearer = HeaderMap::new();
+        bearer.insert(header::AUTHORIZATION, "Bearer t".parse().unwrap());
+        assert!(authorize(&s, &ConnInfo::default(), &route("dom"), &bearer).is_ok());
+        bearer.insert(header::AUTHORIZATION, "Bearer tt".parse().unwrap());
+        assert!(authorize(&s, &ConnInfo::default(), &route("dom"), &bearer).is_err());
     }
 }
