@@ -31,7 +31,7 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How to run an emulator.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Config {
     pub listen: SocketAddr,
     pub state_dir: PathBuf,
@@ -42,6 +42,20 @@ pub struct Config {
     /// Keep the store in `state_dir/store.json` across restarts.
     pub persist: bool,
     pub faults: Faults,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the token.
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("state_dir", &self.state_dir)
+            .field("okms_id", &self.okms_id)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("persist", &self.persist)
+            .field("faults", &self.faults)
+            .finish()
+    }
 }
 
 impl Config {
