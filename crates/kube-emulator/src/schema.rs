@@ -607,9 +607,59 @@ fn format_ok(format: &str, s: &str) -> bool {
 }
 
 /// Removes fields the schema does not declare (except where `x-kubernetes-preserve-unknown-fields`
-/// is set); `apiVersion`, `kind` and `metadata` are always kept.
+/// is set); `apiVersion`, `kind` and `metadata` are always kept. Declared fields set to null
+/// while not `nullable` are removed too.
 pub fn prune(schema: &Value, obj: &mut Value) {
     prune_node(schema, obj, true);
+}
+
+/// Applies the schema's `default` values (structural defaulting): a property that is absent, or
+/// null while not `nullable`, takes its `default` when its parent object exists; defaults apply
+/// inside defaulted values too, and inside list items and map values.
+pub fn apply_defaults(schema: &Value, obj: &mut Value) {
+    let Some(s) = schema.as_object() else { return };
+    match obj {
+        Value::Object(m) => {
+            if let Some(Value::Object(props)) = s.get("properties") {
+                for (k, ps) in props {
+                    let Some(default) = ps.get("default") else {
+                        continue;
+                    };
+                    let nullable = ps.get("nullable").and_then(Value::as_bool) == Some(true);
+                    match m.get(k) {
+                        None => {
+                            m.insert(k.clone(), default.clone());
+                        }
+                        Some(Value::Null) if !nullable => {
+                            m.insert(k.clone(), default.clone());
+                        }
+                        _ => {}
+                    }
+                }
+                for (k, ps) in props {
+                    if let Some(child) = m.get_mut(k) {
+                        apply_defaults(ps, child);
+                    }
+                }
+            }
+            if let Some(ap @ Value::Object(_)) = s.get("additionalProperties") {
+                let declared = s.get("properties").and_then(Value::as_object);
+                for (k, child) in m.iter_mut() {
+                    if declared.is_none_or(|d| !d.contains_key(k)) {
+                        apply_defaults(ap, child);
+                    }
+                }
+            }
+        }
+        Value::Array(a) => {
+            if let Some(items) = s.get("items") {
+                for x in a.iter_mut() {
+                    apply_defaults(items, x);
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 fn prune_node(s: &Value, v: &mut Value, root: bool) {
@@ -629,6 +679,12 @@ fn prune_node(s: &Value, v: &mut Value, root: bool) {
             let keys: Vec<String> = m.keys().cloned().collect();
             for k in keys {
                 if let Some(ps) = props.and_then(|p| p.get(&k)) {
+                    // A null for a non-nullable field is dropped, as the API server does.
+                    let nullable = ps.get("nullable").and_then(Value::as_bool) == Some(true);
+                    if m.get(&k).is_some_and(Value::is_null) && !nullable {
+                        m.remove(&k);
+                        continue;
+                    }
                     if let Some(child) = m.get_mut(&k) {
                         prune_node(ps, child, false);
                     }
@@ -939,6 +995,32 @@ mod tests {
             o,
             json!({"spec": {"template": {"apiVersion": "v1", "kind": "Secret",
                 "metadata": {"name": "x"}, "data": {"k": "v"}}}})
+        );
+    }
+
+    #[test]
+    fn prune_drops_non_nullable_nulls() {
+        let mut o = obj(json!({"path": "ab", "mode": null, "note": null}));
+        prune(&schema(), &mut o);
+        assert_eq!(o["spec"], json!({"path": "ab", "note": null}));
+    }
+
+    #[test]
+    fn defaults_are_applied() {
+        let s = json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {
+            "mode": {"type": "string", "default": "auto"},
+            "limits": {"type": "object", "default": {}, "properties": {
+                "max": {"type": "integer", "default": 10}}},
+            "items": {"type": "array", "items": {"type": "object", "properties": {
+                "weight": {"type": "integer", "default": 1}}}},
+            "absent": {"type": "object", "properties": {"x": {"type": "integer", "default": 5}}}
+        }}}});
+        let mut o = json!({"spec": {"items": [{"weight": 3}, {}], "mode": null}});
+        apply_defaults(&s, &mut o);
+        assert_eq!(
+            o,
+            json!({"spec": {"mode": "auto", "limits": {"max": 10},
+                            "items": [{"weight": 3}, {"weight": 1}]}})
         );
     }
 

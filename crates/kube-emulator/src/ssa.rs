@@ -48,32 +48,30 @@ pub enum ApplyError {
     Invalid(String),
 }
 
-/// The API server's conflict message (`Apply failed with 1 conflict: conflict with "m": .data.x`).
+/// The API server's conflict message: `Apply failed with 1 conflict: conflict with "m": .data.x`,
+/// or, for several, `Apply failed with 2 conflicts: conflicts with "m":\n- .data.x\n- .data.y`
+/// (managers sorted).
 pub fn conflict_message(conflicts: &[Conflict]) -> String {
-    let n = conflicts.len();
-    let plural = if n == 1 { "conflict" } else { "conflicts" };
+    if let [c] = conflicts {
+        return format!(
+            "Apply failed with 1 conflict: conflict with \"{}\": {}",
+            c.manager, c.field
+        );
+    }
     let mut by_manager: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for c in conflicts {
         by_manager.entry(&c.manager).or_default().push(&c.field);
     }
-    let parts: Vec<String> = by_manager
-        .iter()
-        .map(|(m, fields)| {
-            if fields.len() == 1 {
-                format!("conflict with \"{m}\": {}", fields[0])
-            } else {
-                format!(
-                    "conflicts with \"{m}\":\n{}",
-                    fields
-                        .iter()
-                        .map(|f| format!("- {f}"))
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                )
-            }
-        })
-        .collect();
-    format!("Apply failed with {n} {plural}: {}", parts.join("\n"))
+    let mut lines = Vec::new();
+    for (m, fields) in by_manager {
+        lines.push(format!("conflicts with \"{m}\":"));
+        lines.extend(fields.iter().map(|f| format!("- {f}")));
+    }
+    format!(
+        "Apply failed with {} conflicts: {}",
+        conflicts.len(),
+        lines.join("\n")
+    )
 }
 
 /// A path in a field set: encoded path elements (`f:data`, `k:{"name":"x"}`, `v:"a"`, `i:0`).
@@ -676,7 +674,18 @@ fn parse_entries(obj: Option<&Value>) -> Vec<Entry> {
         .unwrap_or_default()
 }
 
+/// Writes the entries sorted as the API server stores them: by operation (`Apply` before
+/// `Update`), then time, manager, apiVersion and subresource.
 fn write_entries(obj: &mut Value, entries: &[Entry]) {
+    let mut entries = entries.to_vec();
+    entries.sort_by(|p, q| {
+        p.operation
+            .cmp(&q.operation)
+            .then_with(|| entry_seconds(p).cmp(&entry_seconds(q)))
+            .then_with(|| p.manager.cmp(&q.manager))
+            .then_with(|| p.api_version.cmp(&q.api_version))
+            .then_with(|| p.subresource.cmp(&q.subresource))
+    });
     let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) else {
         return;
     };
@@ -688,6 +697,13 @@ fn write_entries(obj: &mut Value, entries: &[Entry]) {
             Value::Array(entries.iter().map(Entry::encode).collect()),
         );
     }
+}
+
+fn entry_seconds(e: &Entry) -> i64 {
+    e.time
+        .as_deref()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map_or(0, |t| t.timestamp())
 }
 
 fn now() -> String {
@@ -1147,6 +1163,67 @@ mod tests {
         assert!(!owns(&v2, "op", "Apply", &["f:data", "f:a"]));
         // `op` still owns `type`, so its entry stays.
         assert!(owns(&v2, "op", "Apply", &["f:type"]));
+    }
+
+    #[test]
+    fn several_conflicts_message() {
+        let cs = vec![
+            Conflict {
+                manager: "b".into(),
+                field: ".data.x".into(),
+            },
+            Conflict {
+                manager: "a".into(),
+                field: ".data.y".into(),
+            },
+            Conflict {
+                manager: "b".into(),
+                field: ".data.z".into(),
+            },
+        ];
+        assert_eq!(
+            conflict_message(&cs),
+            "Apply failed with 3 conflicts: conflicts with \"a\":\n- .data.y\nconflicts with \"b\":\n- .data.x\n- .data.z"
+        );
+    }
+
+    #[test]
+    fn entries_sorted_apply_first() {
+        let v1 = apply(
+            None,
+            &secret(json!({"a": "MQ=="})),
+            "zeta",
+            false,
+            None,
+            None,
+        )
+        .unwrap();
+        let mut v2 = v1.clone();
+        v2["data"]["b"] = json!("Mg==");
+        record_update(Some(&v1), &mut v2, "alpha", None, None);
+        let v3 = apply(
+            Some(&v2),
+            &secret(json!({"c": "Mw=="})),
+            "beta",
+            false,
+            None,
+            None,
+        )
+        .unwrap();
+        let order: Vec<(&str, &str)> = v3["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["operation"].as_str().unwrap(),
+                    e["manager"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(order[2], ("Update", "alpha"));
+        assert_eq!(order.len(), 3);
+        assert!(order[..2].iter().all(|(op, _)| *op == "Apply"));
     }
 
     #[test]
