@@ -1,8 +1,185 @@
 #![forbid(unsafe_code)]
 //! kube-emulator: an in-memory Kubernetes API server on loopback.
+//!
+//! [`start`] binds the server (port 0 picks one), optionally writes a kubeconfig, and returns a
+//! [`KubeEmulator`] handle with a ready [`kube::Client`], fault injection and request counters.
 
 pub mod patch;
 pub mod schema;
 pub mod selector;
 pub mod ssa;
 pub mod table;
+
+pub mod builtin;
+pub mod crd;
+pub mod discovery;
+pub mod error;
+pub mod faults;
+pub mod kubeconfig;
+pub mod openapi;
+pub mod registry;
+pub mod server;
+pub mod store;
+pub mod watch;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use error::Error;
+pub use faults::{Faults, Stats};
+
+/// Events kept per resource for watches that resume from a resourceVersion.
+pub const DEFAULT_WATCH_HISTORY: usize = 10_000;
+const BROADCAST_CAPACITY: usize = 16_384;
+
+/// How to start the emulator.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub listen: SocketAddr,
+    pub kubeconfig: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            kubeconfig: None,
+        }
+    }
+}
+
+/// A running emulator.
+pub struct KubeEmulator {
+    addr: SocketAddr,
+    kubeconfig: Option<PathBuf>,
+    client: kube::Client,
+    store: Arc<store::Store>,
+    control: Arc<faults::Control>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Binds, starts serving, writes the kubeconfig (with the real port) when asked.
+pub async fn start(opts: Options) -> Result<KubeEmulator, Error> {
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: opts.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| Error::Bind {
+        addr: opts.listen,
+        source,
+    })?;
+    let url = format!("http://{addr}");
+    let store = Arc::new(store::Store::new(DEFAULT_WATCH_HISTORY, BROADCAST_CAPACITY));
+    let control = Arc::new(faults::Control::default());
+    let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+    let app = Arc::new(server::AppState {
+        store: store.clone(),
+        control: control.clone(),
+        addr,
+        shutdown: shutdown_rx.clone(),
+    });
+    let router = server::router(app);
+    let mut stop = shutdown_rx;
+    let task = tokio::spawn(async move {
+        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
+        if let Err(e) = serve.await {
+            tracing::warn!(error = %e, "kube-emulator server stopped");
+        }
+    });
+    if let Some(path) = &opts.kubeconfig {
+        kubeconfig::write(path, &url).map_err(|source| Error::Kubeconfig {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    let client = build_client(&url)?;
+    tracing::info!(%url, "kube-emulator listening");
+    Ok(KubeEmulator {
+        addr,
+        kubeconfig: opts.kubeconfig,
+        client,
+        store,
+        control,
+        shutdown,
+        task,
+    })
+}
+
+fn build_client(url: &str) -> Result<kube::Client, Error> {
+    let uri: http::Uri = url.parse().map_err(|e: http::uri::InvalidUri| Error::Url {
+        url: url.to_string(),
+        message: e.to_string(),
+    })?;
+    let mut config = kube::Config::new(uri);
+    config.default_namespace = "default".into();
+    config.connect_timeout = Some(Duration::from_secs(10));
+    kube::Client::try_from(config).map_err(|source| Error::Client {
+        url: url.to_string(),
+        source,
+    })
+}
+
+impl KubeEmulator {
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn kubeconfig_path(&self) -> Option<&Path> {
+        self.kubeconfig.as_deref()
+    }
+
+    /// A client pointed at the emulator (default namespace `default`).
+    pub fn client(&self) -> kube::Client {
+        self.client.clone()
+    }
+
+    pub fn set_faults(&self, f: Faults) {
+        self.control.set_faults(f);
+    }
+
+    pub fn faults(&self) -> Faults {
+        self.control.faults()
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.control.stats()
+    }
+
+    pub fn reset_stats(&self) {
+        self.control.reset_stats();
+    }
+
+    /// Events kept per resource for resuming watches; older resourceVersions get `410 Gone`.
+    pub fn set_watch_history(&self, events: usize) {
+        self.store.set_history_limit(events);
+    }
+
+    /// The current global resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.store.resource_version()
+    }
+
+    /// Stops serving and ends every open watch.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let mut task = self.task;
+        if tokio::time::timeout(Duration::from_secs(5), &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
+    }
+}

@@ -1,1 +1,44 @@
-fn main() {}
+#![forbid(unsafe_code)]
+//! `kube-emulator --listen 127.0.0.1:6443 --kubeconfig PATH`
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "In-memory Kubernetes API server on loopback for tests and try-outs"
+)]
+struct Args {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "KUBE_EMULATOR_LISTEN", default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+    /// Where to write a kubeconfig pointing at the server (with the real port).
+    #[arg(long, env = "KUBE_EMULATOR_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    let emu = kube_emulator::start(kube_emulator::Options {
+        listen: args.listen,
+        kubeconfig: args.kubeconfig,
+    })
+    .await?;
+    println!("kube-emulator listening on {}", emu.url());
+    if let Some(p) = emu.kubeconfig_path() {
+        println!("kubeconfig written to {}", p.display());
+    }
+    tokio::signal::ctrl_c().await?;
+    emu.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,228 @@
+//! Behaviour of the built-in kinds on write (they are stored, not run): Secret `stringData`,
+//! defaults, immutable fields, Namespace phase.
+
+use base64::Engine;
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::registry::ResourceDef;
+
+fn name_of(obj: &Value) -> &str {
+    obj.pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+fn invalid(def: &ResourceDef, obj: &Value, field: &str, reason: &str, msg: &str) -> ApiError {
+    ApiError::invalid(
+        &def.kind,
+        &def.group,
+        name_of(obj),
+        &[(reason.to_string(), field.to_string(), msg.to_string())],
+    )
+}
+
+/// Folds `stringData` into base64 `data` (stringData wins), as the API server does on write.
+fn fold_string_data(obj: &mut Value) {
+    let Some(map) = obj.as_object_mut() else {
+        return;
+    };
+    let Some(Value::Object(sd)) = map.remove("stringData") else {
+        return;
+    };
+    let data = map
+        .entry("data")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if !data.is_object() {
+        *data = Value::Object(Default::default());
+    }
+    if let Some(d) = data.as_object_mut() {
+        for (k, v) in sd {
+            let s = match v {
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            d.insert(
+                k,
+                Value::String(base64::engine::general_purpose::STANDARD.encode(s)),
+            );
+        }
+    }
+}
+
+fn check_secret_data(def: &ResourceDef, obj: &Value) -> Result<(), ApiError> {
+    if let Some(Value::Object(d)) = obj.get("data") {
+        for (k, v) in d {
+            let ok = match v {
+                Value::String(s) => base64::engine::general_purpose::STANDARD.decode(s).is_ok(),
+                Value::Null => true,
+                _ => false,
+            };
+            if !ok {
+                return Err(invalid(
+                    def,
+                    obj,
+                    &format!("data[{k}]"),
+                    "FieldValueInvalid",
+                    "Invalid value: \"<value omitted>\": illegal base64 data",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Defaults and checks on create.
+pub fn prepare_create(def: &ResourceDef, obj: &mut Value) -> Result<(), ApiError> {
+    match (def.group.as_str(), def.resource.as_str()) {
+        ("", "secrets") => {
+            fold_string_data(obj);
+            if obj
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .is_empty()
+            {
+                obj["type"] = json!("Opaque");
+            }
+            check_secret_data(def, obj)?;
+        }
+        ("", "namespaces") => {
+            obj["spec"] = json!({ "finalizers": ["kubernetes"] });
+            obj["status"] = json!({ "phase": "Active" });
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Defaults and immutable-field checks on update.
+pub fn prepare_update(def: &ResourceDef, old: &Value, new: &mut Value) -> Result<(), ApiError> {
+    match (def.group.as_str(), def.resource.as_str()) {
+        ("", "secrets") => {
+            fold_string_data(new);
+            let old_type = old.get("type").and_then(Value::as_str).unwrap_or("Opaque");
+            let new_type = new.get("type").and_then(Value::as_str).unwrap_or("");
+            if new_type.is_empty() {
+                new["type"] = json!(old_type);
+            } else if new_type != old_type {
+                return Err(invalid(
+                    def,
+                    new,
+                    "type",
+                    "FieldValueInvalid",
+                    &format!("Invalid value: \"{new_type}\": field is immutable"),
+                ));
+            }
+            check_secret_data(def, new)?;
+            check_immutable(def, old, new, &["data"])?;
+        }
+        ("", "configmaps") => check_immutable(def, old, new, &["data", "binaryData"])?,
+        ("", "namespaces") if new.get("spec").is_none() => {
+            new["spec"] = old.get("spec").cloned().unwrap_or(Value::Null);
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn check_immutable(
+    def: &ResourceDef,
+    old: &Value,
+    new: &Value,
+    fields: &[&str],
+) -> Result<(), ApiError> {
+    if old.get("immutable").and_then(Value::as_bool) != Some(true) {
+        return Ok(());
+    }
+    for f in fields {
+        if old.get(*f) != new.get(*f) {
+            return Err(invalid(
+                def,
+                new,
+                f,
+                "FieldValueForbidden",
+                "Forbidden: field is immutable when `immutable` is set",
+            ));
+        }
+    }
+    if new.get("immutable").and_then(Value::as_bool) != Some(true) {
+        return Err(invalid(
+            def,
+            new,
+            "immutable",
+            "FieldValueForbidden",
+            "Forbidden: field is immutable when `immutable` is set",
+        ));
+    }
+    Ok(())
+}
+
+/// `metadata.name` must be a DNS-1123 subdomain (the rule most kinds use).
+pub fn check_name(def: &ResourceDef, obj: &Value, name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .last()
+            .is_some_and(|b| b.is_ascii_alphanumeric());
+    // Events carry names like `pod.17a3b...`; Leases and others follow the same rule.
+    if ok {
+        return Ok(());
+    }
+    Err(invalid(
+        def,
+        obj,
+        "metadata.name",
+        "FieldValueInvalid",
+        &format!(
+            "Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::builtins;
+
+    fn secret_def() -> ResourceDef {
+        builtins()
+            .into_iter()
+            .find(|d| d.resource == "secrets")
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn string_data_is_folded_and_type_defaulted() {
+        let def = secret_def();
+        let mut s =
+            json!({"metadata": {"name": "a"}, "stringData": {"k": "v"}, "data": {"x": "eA=="}});
+        prepare_create(&def, &mut s).unwrap();
+        assert_eq!(s["data"]["k"], json!("dg=="));
+        assert_eq!(s["data"]["x"], json!("eA=="));
+        assert_eq!(s["type"], json!("Opaque"));
+        assert!(s.get("stringData").is_none());
+    }
+
+    #[test]
+    fn secret_type_is_immutable() {
+        let def = secret_def();
+        let old = json!({"metadata": {"name": "a"}, "type": "Opaque"});
+        let mut new = json!({"metadata": {"name": "a"}, "type": "kubernetes.io/tls"});
+        let err = prepare_update(&def, &old, &mut new).unwrap_err();
+        assert_eq!(err.code, 422);
+        assert!(
+            err.message.contains("field is immutable"),
+            "{}",
+            err.message
+        );
+    }
+}
