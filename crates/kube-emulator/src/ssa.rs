@@ -766,6 +766,15 @@ pub fn apply(
             "fieldManager is required for apply requests".into(),
         ));
     }
+    if applied
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty())
+    {
+        return Err(ApplyError::Invalid(
+            "metadata.managedFields must be nil".into(),
+        ));
+    }
     let types = Types { kind, schema };
     let root = types.root();
 
@@ -907,8 +916,9 @@ pub fn apply(
 /// Records a non-apply write (create/update/patch) by `manager` in `new.metadata.managedFields`
 /// (operation `Update`), taking ownership of the fields it changed from `old`.
 ///
-/// The entries are the ones of `old`, unless the write itself changed `metadata.managedFields`
-/// (an empty list resets them; another value replaces them), as the API server does.
+/// The entries are the ones of `old`, unless the write itself changed `metadata.managedFields`,
+/// as the API server does: `[]` keeps the old entries, `[{}]` strips them all (nothing is
+/// recorded for this write), any other new value replaces them.
 pub fn record_update(
     old: Option<&Value>,
     new: &mut Value,
@@ -933,7 +943,15 @@ pub fn record_update(
     let old_mf = old.and_then(|o| o.pointer("/metadata/managedFields"));
     let new_mf = new.pointer("/metadata/managedFields");
     let mut entries = match new_mf {
-        Some(Value::Array(a)) if a.is_empty() => Vec::new(),
+        // `[]` does not reset (clients unaware of the field must not strip it).
+        Some(Value::Array(a)) if a.is_empty() => parse_entries(old),
+        // `[{}]` strips the managed fields entirely, this write included.
+        Some(Value::Array(a)) if a.iter().all(|e| e.as_object().is_some_and(Map::is_empty)) => {
+            if let Some(meta) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+                meta.remove("managedFields");
+            }
+            return;
+        }
         Some(v) if Some(v) != old_mf => parse_entries(Some(new)),
         _ => parse_entries(old),
     };
@@ -1528,6 +1546,28 @@ mod tests {
         record_update(Some(&obj2), &mut obj3, "second", None, None);
         assert!(entry(&obj3, "creator", "Update").is_none());
         assert!(obj3["metadata"].get("managedFields").is_none());
+    }
+
+    #[test]
+    fn managed_fields_in_writes() {
+        let v1 = apply(None, &secret(json!({"a": "MQ=="})), "op", false, None, None).unwrap();
+        // An apply configuration must not carry managedFields.
+        assert!(matches!(
+            apply(Some(&v1), &v1, "op", false, None, None),
+            Err(ApplyError::Invalid(_))
+        ));
+        // `[]` keeps the entries.
+        let mut v2 = v1.clone();
+        v2["metadata"]["managedFields"] = json!([]);
+        v2["data"]["b"] = json!("Mg==");
+        record_update(Some(&v1), &mut v2, "edit", None, None);
+        assert!(owns(&v2, "op", "Apply", &["f:data", "f:a"]));
+        assert!(owns(&v2, "edit", "Update", &["f:data", "f:b"]));
+        // `[{}]` strips them.
+        let mut v3 = v2.clone();
+        v3["metadata"]["managedFields"] = json!([{}]);
+        record_update(Some(&v2), &mut v3, "edit", None, None);
+        assert!(v3["metadata"].get("managedFields").is_none());
     }
 
     #[test]
