@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use okms_operator::okms::{
-    Auth, ClientConfig, ErrorCategory, ErrorKind, MetadataSpec, OkmsClient, RequestRecord,
-    RetryPolicy, SecretConfig, SecretData, VersionState,
+    Auth, ClientConfig, ErrorCategory, ErrorKind, MetadataSpec, OkmsClient, RateLimit,
+    RequestRecord, RetryPolicy, SecretConfig, SecretData, VersionState,
 };
 use parking_lot::Mutex;
 use serde_json::json;
@@ -560,5 +560,81 @@ async fn https_is_required_for_non_loopback_endpoints() -> TestResult {
     let err = OkmsClient::new(cfg).err().ok_or("plain http accepted")?;
     assert!(matches!(err.kind(), ErrorKind::InvalidConfig { .. }));
     assert!(err.to_string().contains("https"), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn dropped_connections_are_retried_for_reads_but_not_for_writes() -> TestResult {
+    let env = start().await?;
+    let (client, rec) = observed(config(&env, AuthKind::Token)?)?;
+    let d = data(json!({"k": "v"}));
+    client.create_secret("drop/me", &d, None).await?;
+    env.emu.set_faults(okms_emulator::Faults {
+        drop_rate: 1.0,
+        ..Default::default()
+    });
+
+    let err = client
+        .get_secret("drop/me", None, false)
+        .await
+        .err()
+        .ok_or("dropped connection turned into success")?;
+    assert!(
+        matches!(err.kind(), ErrorKind::Transport { connect: false, .. }),
+        "{err}"
+    );
+    assert!(err.is_retryable());
+    assert_eq!(err.attempts(), 4);
+    assert_eq!(op_count(&env, "secret.get"), 4);
+
+    let err = client
+        .create_version("drop/me", None, &d)
+        .await
+        .err()
+        .ok_or("dropped connection turned into success")?;
+    assert!(matches!(err.kind(), ErrorKind::Transport { .. }), "{err}");
+    assert_eq!(
+        err.attempts(),
+        1,
+        "the request was sent: it must not be replayed"
+    );
+    assert_eq!(op_count(&env, "version.create"), 1);
+    assert!(rec.statuses().iter().skip(1).all(Option::is_none));
+    env.emu.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn rate_limit_is_shared_by_clones() -> TestResult {
+    let env = start().await?;
+    let mut cfg = config(&env, AuthKind::Token)?;
+    cfg.rate_limit = Some(RateLimit {
+        requests_per_second: 20.0,
+        burst: 2,
+    });
+    let client = OkmsClient::new(cfg)?;
+    let other = client.clone();
+    let started = Instant::now();
+    // 12 requests from two clones: 2 from the burst, then 10 at 20/s ⇒ at least 500 ms.
+    let (a, b) = tokio::join!(
+        async {
+            for _ in 0..6 {
+                client.get_secret_config().await?;
+            }
+            Ok::<_, okms_operator::okms::OkmsError>(())
+        },
+        async {
+            for _ in 0..6 {
+                other.get_secret_config().await?;
+            }
+            Ok::<_, okms_operator::okms::OkmsError>(())
+        }
+    );
+    a?;
+    b?;
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(480), "{elapsed:?}");
+    assert_eq!(op_count(&env, "config.get"), 12);
+    env.emu.shutdown().await;
     Ok(())
 }

@@ -142,6 +142,11 @@ impl OkmsError {
             })
     }
 
+    /// The server asked us to slow down: HTTP 429 or a `TooManyRequest` category.
+    pub fn is_rate_limited(&self) -> bool {
+        self.status() == Some(429) || self.category() == ErrorCategory::TooManyRequest
+    }
+
     /// The failure is transient in nature (429, 500, 502, 503, 504, timeout, transport error):
     /// trying again later may succeed. The client already retried it when that was safe.
     pub fn is_retryable(&self) -> bool {
