@@ -240,6 +240,9 @@ impl OkmsClient {
             .timeout(timeout)
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_keepalive(Duration::from_secs(60))
+            // Detect a dead HTTP/2 connection before a request waits a whole timeout on it.
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .http2_keep_alive_timeout(Duration::from_secs(10))
             // Never follow redirects: a redirect would carry the bearer token to another URL.
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("okms-operator/", env!("CARGO_PKG_VERSION")))

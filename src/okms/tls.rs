@@ -2,7 +2,7 @@
 //! TLS 1.2+, OS roots plus an optional extra PEM bundle, optional client certificate (mTLS),
 //! and ALPN `h2`/`http/1.1` so HTTP/2 is used when the server offers it.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustls::RootCertStore;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -16,14 +16,8 @@ pub(crate) fn client_config(
     require_roots: bool,
 ) -> Result<rustls::ClientConfig, String> {
     let mut roots = RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    let (added, ignored) = roots.add_parsable_certificates(native.certs);
-    tracing::debug!(
-        added,
-        ignored,
-        errors = native.errors.len(),
-        "loaded OS trust roots"
-    );
+    let (added, ignored) = roots.add_parsable_certificates(native_roots().iter().cloned());
+    tracing::debug!(added, ignored, "OS trust roots");
     if let Some(pem) = extra_roots_pem {
         let extra = parse_certs(pem).map_err(|e| format!("extra root bundle: {e}"))?;
         for cert in extra {
@@ -57,6 +51,23 @@ pub(crate) fn client_config(
     };
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// The OS trust store, read once per process: reading and parsing it costs ~100 ms, and the
+/// operator builds one client per connection and rebuilds it when credentials rotate.
+fn native_roots() -> &'static [CertificateDer<'static>] {
+    static ROOTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let native = rustls_native_certs::load_native_certs();
+        if !native.errors.is_empty() {
+            tracing::warn!(
+                errors = native.errors.len(),
+                loaded = native.certs.len(),
+                "some OS trust roots could not be read"
+            );
+        }
+        native.certs
+    })
 }
 
 fn parse_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
