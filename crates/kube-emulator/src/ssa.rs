@@ -22,9 +22,9 @@
 //! `x-kubernetes-list-type: map|set` (or, for built-ins and `metadata`, the merge-key table in
 //! [`crate::patch::builtin_list_type`]); maps are granular unless `x-kubernetes-map-type: atomic`.
 //!
-//! For a resource with a status subresource, the caller is expected to drop `status` from a
-//! main-resource apply (the API server resets it there); `subresource = Some("status")` applies
-//! only `status`.
+//! `subresource = Some("status")` applies only `status`. A main-resource apply ignores `status`
+//! (neither merged nor tracked, as the API server resets it) for built-ins and for CRDs whose
+//! schema declares `status` (assumed to have the status subresource).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -792,6 +792,19 @@ pub fn apply(
             meta.remove(f);
         }
     }
+    // The status subresource owns `status`: a main-resource apply neither changes nor tracks it
+    // (the API server resets it). Assumed for built-ins and for CRDs whose schema declares
+    // `status` (which is when they enable the status subresource).
+    let has_status_subresource = match schema {
+        None => true,
+        Some(s) => s.pointer("/properties/status").is_some(),
+    };
+    if subresource.is_none()
+        && has_status_subresource
+        && let Some(m) = cfg.as_object_mut()
+    {
+        m.remove("status");
+    }
     let mut entries = parse_entries(live);
     let live_obj = live.map(without_managed_fields).unwrap_or_else(|| {
         serde_json::json!({
@@ -1440,6 +1453,12 @@ mod tests {
             .unwrap();
         assert_eq!(e["subresource"], "status");
         assert_eq!(e["fieldsV1"], json!({"f:status": {"f:phase": {}}}));
+        // A main-resource apply neither changes nor claims status.
+        let mut with_status = cr(json!({"tags": ["a"]}));
+        with_status["status"] = json!({"phase": "Bogus"});
+        let v2b = apply(Some(&v2), &with_status, "user", false, Some(&s), None).unwrap();
+        assert_eq!(v2b["status"]["phase"], "Ready");
+        assert!(!owns(&v2b, "user", "Apply", &["f:status", "f:phase"]));
         // The user's main-resource apply without status does not remove it.
         let v3 = apply(
             Some(&v2),
