@@ -1,0 +1,213 @@
+//! Typed CRUD through `kube::Client`: create/get/list/replace/patch/delete, AlreadyExists,
+//! stale-resourceVersion conflicts, generateName, missing namespaces and Secret defaults.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+
+fn secret(name: &str) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        string_data: Some(BTreeMap::from([("user".to_string(), "alice".to_string())])),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn secret_crud_and_stale_update_conflict() {
+    let emu = common::emulator().await;
+    let secrets: Api<Secret> = Api::namespaced(emu.client(), "default");
+    let pp = PostParams::default();
+
+    let created = secrets.create(&pp, &secret("db")).await.unwrap();
+    assert_eq!(created.type_.as_deref(), Some("Opaque"));
+    assert!(
+        created.string_data.is_none(),
+        "stringData is folded into data"
+    );
+    assert_eq!(
+        created.data.as_ref().and_then(|d| d.get("user")),
+        Some(&ByteString(b"alice".to_vec()))
+    );
+    let uid = created.metadata.uid.clone().unwrap();
+    let rv1: u64 = created
+        .metadata
+        .resource_version
+        .clone()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(created.metadata.creation_timestamp.is_some());
+    assert!(
+        created.metadata.generation.is_none(),
+        "Secrets carry no generation"
+    );
+
+    let dup = common::status(secrets.create(&pp, &secret("db")).await.unwrap_err());
+    assert_eq!(dup.code, 409);
+    assert_eq!(dup.reason, "AlreadyExists");
+    assert_eq!(dup.message, "secrets \"db\" already exists");
+
+    let mut newer = created.clone();
+    newer.data = Some(BTreeMap::from([(
+        "user".to_string(),
+        ByteString(b"bob".to_vec()),
+    )]));
+    let replaced = secrets.replace("db", &pp, &newer).await.unwrap();
+    let rv2: u64 = replaced
+        .metadata
+        .resource_version
+        .clone()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(rv2 > rv1, "resourceVersion increases: {rv1} -> {rv2}");
+    assert_eq!(replaced.metadata.uid.as_deref(), Some(uid.as_str()));
+
+    // `created` still carries the first resourceVersion.
+    let stale = common::status(secrets.replace("db", &pp, &created).await.unwrap_err());
+    assert_eq!(stale.code, 409);
+    assert_eq!(stale.reason, "Conflict");
+    assert!(
+        stale.message.contains("the object has been modified"),
+        "{}",
+        stale.message
+    );
+
+    let patched = secrets
+        .patch(
+            "db",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"labels": {"tier": "db"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.metadata.labels.unwrap()["tier"], "db");
+
+    let listed = secrets.list(&Default::default()).await.unwrap();
+    assert_eq!(listed.items.len(), 1);
+    let list_rv: u64 = listed.metadata.resource_version.unwrap().parse().unwrap();
+    assert!(list_rv >= rv2);
+
+    secrets
+        .delete("db", &DeleteParams::default())
+        .await
+        .unwrap();
+    let gone = common::status(secrets.get("db").await.unwrap_err());
+    assert_eq!(gone.code, 404);
+    assert_eq!(gone.reason, "NotFound");
+    assert_eq!(gone.message, "secrets \"db\" not found");
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn generate_name_missing_namespace_and_immutable_type() {
+    let emu = common::emulator().await;
+    let client = emu.client();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            generate_name: Some("cfg-".into()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([("k".to_string(), "v".to_string())])),
+        ..Default::default()
+    };
+    let a = cms.create(&PostParams::default(), &cm).await.unwrap();
+    let b = cms.create(&PostParams::default(), &cm).await.unwrap();
+    let (na, nb) = (a.metadata.name.unwrap(), b.metadata.name.unwrap());
+    assert!(na.starts_with("cfg-") && na.len() == 9, "{na}");
+    assert_ne!(na, nb);
+
+    let nowhere: Api<Secret> = Api::namespaced(client.clone(), "nowhere");
+    let err = common::status(
+        nowhere
+            .create(&PostParams::default(), &secret("x"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.code, 404);
+    assert_eq!(err.message, "namespaces \"nowhere\" not found");
+
+    let nss: Api<Namespace> = Api::all(client.clone());
+    for ns in ["default", "kube-system", "kube-public"] {
+        nss.get(ns).await.unwrap();
+    }
+
+    let secrets: Api<Secret> = Api::namespaced(client, "default");
+    secrets
+        .create(&PostParams::default(), &secret("typed"))
+        .await
+        .unwrap();
+    let err = common::status(
+        secrets
+            .patch(
+                "typed",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"type": "kubernetes.io/tls"})),
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.code, 422);
+    assert_eq!(err.reason, "Invalid");
+    assert!(
+        err.message.contains("field is immutable"),
+        "{}",
+        err.message
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn delete_preconditions_and_status_body() {
+    let emu = common::emulator().await;
+    let secrets: Api<Secret> = Api::namespaced(emu.client(), "default");
+    let s = secrets
+        .create(&PostParams::default(), &secret("p"))
+        .await
+        .unwrap();
+    let dp = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: Some("not-the-uid".into()),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    let err = common::status(secrets.delete("p", &dp).await.unwrap_err());
+    assert_eq!(err.code, 409);
+    assert!(
+        err.message.contains("Precondition failed"),
+        "{}",
+        err.message
+    );
+    let dp = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: s.metadata.uid.clone(),
+            resource_version: s.metadata.resource_version.clone(),
+        }),
+        ..Default::default()
+    };
+    secrets.delete("p", &dp).await.unwrap();
+
+    // The raw error body is a metav1.Status.
+    let (code, body) =
+        common::raw(&emu, "GET", "/api/v1/namespaces/default/secrets/p", &[], "").await;
+    assert_eq!(code, 404);
+    let resp: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(resp["kind"], "Status");
+    assert_eq!(resp["apiVersion"], "v1");
+    assert_eq!(resp["status"], "Failure");
+    assert_eq!(resp["reason"], "NotFound");
+    assert_eq!(resp["code"], 404);
+    assert_eq!(resp["details"]["name"], "p");
+    assert_eq!(resp["details"]["kind"], "secrets");
+    emu.shutdown().await;
+}

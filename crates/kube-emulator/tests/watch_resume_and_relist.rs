@@ -1,0 +1,165 @@
+//! Watches: resuming from a resourceVersion, `410 Gone` when the history no longer reaches it,
+//! `kube::runtime::watcher` recovering by relisting after dropped streams, metadata-only
+//! (`PartialObjectMetadata`) lists and watches.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ObjectMeta, PostParams, WatchEvent, WatchParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube_emulator::Faults;
+use parking_lot::Mutex;
+
+fn secret(name: &str) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some([("app".to_string(), "w".to_string())].into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn watch_resumes_from_a_resource_version_and_reports_gone() {
+    let emu = common::emulator().await;
+    let secrets: Api<Secret> = Api::namespaced(emu.client(), "default");
+    let pp = PostParams::default();
+    let a = secrets.create(&pp, &secret("a")).await.unwrap();
+    let rv_a = a.metadata.resource_version.clone().unwrap();
+    secrets.create(&pp, &secret("b")).await.unwrap();
+
+    // From a's resourceVersion: only b (replayed), then c (live).
+    let mut stream = secrets
+        .watch(&WatchParams::default().timeout(10), &rv_a)
+        .await
+        .unwrap()
+        .boxed();
+    secrets.create(&pp, &secret("c")).await.unwrap();
+    let mut names = Vec::new();
+    while names.len() < 2 {
+        match stream.try_next().await.unwrap() {
+            Some(WatchEvent::Added(s)) => names.push(s.metadata.name.unwrap()),
+            Some(WatchEvent::Bookmark(_)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(names, vec!["b", "c"]);
+
+    // A history of 1 event: a's resourceVersion is now too old.
+    emu.set_watch_history(1);
+    secrets.create(&pp, &secret("d")).await.unwrap();
+    let mut stream = secrets
+        .watch(&WatchParams::default().timeout(10), &rv_a)
+        .await
+        .unwrap()
+        .boxed();
+    match stream.try_next().await.unwrap() {
+        Some(WatchEvent::Error(e)) => {
+            assert_eq!(e.code, 410);
+            assert_eq!(e.reason, "Expired");
+        }
+        other => panic!("expected 410, got {other:?}"),
+    }
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn runtime_watcher_recovers_from_dropped_streams_by_relisting() {
+    let emu = common::emulator().await;
+    let secrets: Api<Secret> = Api::namespaced(emu.client(), "default");
+    emu.set_watch_history(1);
+    emu.set_faults(Faults {
+        watch_drop_after_events: Some(1),
+        ..Faults::default()
+    });
+    let seen: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let seen2 = seen.clone();
+    let api = secrets.clone();
+    let task = tokio::spawn(async move {
+        let mut s = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .applied_objects()
+            .boxed();
+        while let Some(ev) = s.next().await {
+            if let Ok(obj) = ev {
+                seen2.lock().insert(obj.metadata.name.unwrap_or_default());
+            }
+        }
+    });
+    let pp = PostParams::default();
+    for i in 0..20 {
+        secrets
+            .create(&pp, &secret(&format!("s{i:02}")))
+            .await
+            .unwrap();
+    }
+    common::eventually("the watcher has seen every Secret", 30, || {
+        let seen = seen.clone();
+        async move { (seen.lock().len() == 20).then_some(()) }
+    })
+    .await;
+    assert!(
+        emu.stats().get("list secrets") >= 2,
+        "the watcher relisted: {:?}",
+        emu.stats()
+    );
+    task.abort();
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn metadata_only_list_and_watch() {
+    let emu = common::emulator().await;
+    let secrets: Api<Secret> = Api::namespaced(emu.client(), "default");
+    let pp = PostParams::default();
+    secrets.create(&pp, &secret("m1")).await.unwrap();
+    let list = secrets.list_metadata(&Default::default()).await.unwrap();
+    assert_eq!(list.items.len(), 1);
+    assert_eq!(list.items[0].metadata.name.as_deref(), Some("m1"));
+
+    let (code, body) = common::raw(
+        &emu,
+        "GET",
+        "/api/v1/namespaces/default/secrets",
+        &[(
+            "Accept",
+            "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+        )],
+        "",
+    )
+    .await;
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["kind"], "PartialObjectMetadataList");
+    assert_eq!(v["apiVersion"], "meta.k8s.io/v1");
+    assert_eq!(v["items"][0]["kind"], "PartialObjectMetadata");
+    assert!(v["items"][0].get("data").is_none());
+
+    let seen: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let seen2 = seen.clone();
+    let api: Api<PartialObjectMeta<Secret>> = Api::namespaced(emu.client(), "default");
+    let task = tokio::spawn(async move {
+        let mut s = watcher(api, watcher::Config::default().labels("app=w"))
+            .default_backoff()
+            .applied_objects()
+            .boxed();
+        while let Some(Ok(m)) = s.next().await {
+            seen2.lock().insert(m.metadata.name.unwrap_or_default());
+        }
+    });
+    secrets.create(&pp, &secret("m2")).await.unwrap();
+    common::eventually("the metadata watcher sees both", 10, || {
+        let seen = seen.clone();
+        async move { (seen.lock().len() == 2).then_some(()) }
+    })
+    .await;
+    task.abort();
+    emu.shutdown().await;
+}
