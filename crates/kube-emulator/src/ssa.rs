@@ -38,6 +38,17 @@ pub struct Conflict {
     pub manager: String,
     /// Dotted path of the field, e.g. `.data.password`.
     pub field: String,
+    /// The manager as the API server prints it in conflict messages and causes: `"m"` for an
+    /// Apply manager, `"m" using v1 at 2024-01-02T03:04:05Z` for an Update manager, with
+    /// ` with subresource "status"` after the name for a subresource entry.
+    pub description: String,
+}
+
+impl Conflict {
+    /// The `metav1.StatusCause` message: `conflict with "m" using v1 at …`.
+    pub fn cause_message(&self) -> String {
+        format!("conflict with {}", self.description)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -54,17 +65,17 @@ pub enum ApplyError {
 pub fn conflict_message(conflicts: &[Conflict]) -> String {
     if let [c] = conflicts {
         return format!(
-            "Apply failed with 1 conflict: conflict with \"{}\": {}",
-            c.manager, c.field
+            "Apply failed with 1 conflict: conflict with {}: {}",
+            c.description, c.field
         );
     }
     let mut by_manager: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for c in conflicts {
-        by_manager.entry(&c.manager).or_default().push(&c.field);
+        by_manager.entry(&c.description).or_default().push(&c.field);
     }
     let mut lines = Vec::new();
     for (m, fields) in by_manager {
-        lines.push(format!("conflicts with \"{m}\":"));
+        lines.push(format!("conflicts with {m}:"));
         lines.extend(fields.iter().map(|f| format!("- {f}")));
     }
     format!(
@@ -632,6 +643,21 @@ struct Entry {
 }
 
 impl Entry {
+    /// `printManager` of the API server.
+    fn describe(&self) -> String {
+        let mut out = format!("{:?}", self.manager);
+        if let Some(sub) = &self.subresource {
+            out.push_str(&format!(" with subresource {sub:?}"));
+        }
+        if self.operation == "Update" {
+            out.push_str(&format!(" using {}", self.api_version));
+            if let Some(t) = &self.time {
+                out.push_str(&format!(" at {t}"));
+            }
+        }
+        out
+    }
+
     fn is(&self, manager: &str, operation: &str, subresource: Option<&str>) -> bool {
         self.manager == manager
             && self.operation == operation
@@ -902,6 +928,7 @@ pub fn apply(
             conflicts.push(Conflict {
                 manager: e.manager.clone(),
                 field: path_to_string(p),
+                description: e.describe(),
             });
         }
     }
@@ -1171,7 +1198,8 @@ mod tests {
             err,
             ApplyError::Conflicts(vec![Conflict {
                 manager: "op".into(),
-                field: ".data.a".into()
+                field: ".data.a".into(),
+                description: "\"op\"".into(),
             }])
         );
         if let ApplyError::Conflicts(c) = &err {
@@ -1202,14 +1230,17 @@ mod tests {
             Conflict {
                 manager: "b".into(),
                 field: ".data.x".into(),
+                description: format!("{:?}", "b"),
             },
             Conflict {
                 manager: "a".into(),
                 field: ".data.y".into(),
+                description: format!("{:?}", "a"),
             },
             Conflict {
                 manager: "b".into(),
                 field: ".data.z".into(),
+                description: format!("{:?}", "b"),
             },
         ];
         assert_eq!(
@@ -1374,7 +1405,8 @@ mod tests {
             err,
             ApplyError::Conflicts(vec![Conflict {
                 manager: "a".into(),
-                field: ".spec.items[name=\"x\"].v".into()
+                field: ".spec.items[name=\"x\"].v".into(),
+                description: "\"a\"".into(),
             }])
         );
         // Atomic list: replaced whole by its applier.
