@@ -11,7 +11,10 @@
 //! interpreter cannot parse or evaluate (an unsupported function, a type it does not model) is
 //! treated as passing: the emulator never rejects an object because of its own CEL limits. A
 //! rule that mentions `oldSelf` is a transition rule, evaluated only on update when the old value
-//! exists.
+//! exists (old values correlate through object fields and associative-list keys).
+//!
+//! The write path of the API server is `prune` (unknown fields, non-nullable nulls), then
+//! [`apply_defaults`], then `validate`.
 
 pub mod cel;
 
