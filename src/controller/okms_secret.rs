@@ -690,7 +690,12 @@ async fn write_status(
     }
     let api: Api<OkmsSecret> =
         Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-    let patch = json!({ "apiVersion": "okms.dev/v1alpha1", "kind": "OkmsSecret", "status": new });
+    let patch = json!({
+        "apiVersion": "okms.dev/v1alpha1",
+        "kind": "OkmsSecret",
+        "metadata": { "name": obj.name_any(), "namespace": obj.namespace() },
+        "status": new
+    });
     api.patch_status(
         &obj.name_any(),
         &PatchParams::apply(FIELD_MANAGER).force(),

@@ -1,0 +1,359 @@
+//! Test environment: both emulators in-process on port 0, the CRDs installed, an mTLS
+//! `OkmsConnection`, and the real controllers running against them. Waits poll a condition
+//! with a deadline; nothing sleeps for a fixed time.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+
+use okms_operator::config::Config;
+use okms_operator::controller::{self, Context};
+use okms_operator::crd::{OkmsSecret, crds};
+use okms_operator::hmac;
+use okms_operator::metrics::Metrics;
+use okms_operator::okms::{Auth, ClientConfig, OkmsClient, RetryPolicy, SecretData, SecretVersion};
+
+pub const NS: &str = "apps";
+pub const OPERATOR_NS: &str = "okms-system";
+pub const CONNECTION: &str = "okms";
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+// ---- log capture: every test binary checks its logs for the secret values it used ----------
+
+static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+
+#[derive(Clone)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut v) = self.0.lock() {
+            v.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn init_logging() {
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = Capture(buf.clone());
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("debug,hyper=info,hyper_util=info,h2=info,tower=info,rustls=info,kube_client=info,kube_emulator=info,okms_emulator=info")
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .try_init();
+        buf
+    });
+}
+
+/// Everything logged so far by this test binary.
+pub fn logs() -> String {
+    LOGS.get().map(|b| String::from_utf8_lossy(&b.lock().map(|v| v.clone()).unwrap_or_default()).into_owned()).unwrap_or_default()
+}
+
+/// Fails if any of `values` appears in the captured logs.
+pub fn assert_no_leak(values: &[&str]) {
+    let logs = logs();
+    assert!(!logs.is_empty(), "log capture saw nothing: the check would prove nothing");
+    for v in values {
+        assert!(!logs.contains(v), "secret value {v:?} leaked into the logs");
+    }
+}
+
+// ---- environment --------------------------------------------------------------------------
+
+pub struct Env {
+    pub kube: kube_emulator::KubeEmulator,
+    pub okms: okms_emulator::Emulator,
+    pub client: Client,
+    /// A direct OKMS client, for out-of-band writes (as the console would) and assertions.
+    pub remote: OkmsClient,
+    pub ctx: Arc<Context>,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+pub struct Options {
+    pub start_controller: bool,
+    pub refresh: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { start_controller: true, refresh: Duration::from_secs(3600) }
+    }
+}
+
+impl Env {
+    pub async fn start() -> Env {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(opts: Options) -> Env {
+        init_logging();
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let okms = okms_emulator::start(okms_emulator::Config::new(dir.path().join("okms")))
+            .await
+            .expect("okms-emulator starts");
+        let kube = kube_emulator::start(kube_emulator::Options::default()).await.expect("kube-emulator starts");
+        let client = kube.client();
+
+        install_crds(&client).await;
+        for ns in [NS, OPERATOR_NS] {
+            let api: Api<Namespace> = Api::all(client.clone());
+            let n: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+            api.create(&PostParams::default(), &n).await.expect("create namespace");
+        }
+        let cert = std::fs::read(okms.client_cert_path()).expect("client cert");
+        let key = std::fs::read(okms.client_key_path()).expect("client key");
+        let ca = std::fs::read_to_string(okms.ca_pem_path()).expect("CA");
+        create_secret_typed(&client, NS, "okms-cert", "kubernetes.io/tls", [("tls.crt", cert.clone()), ("tls.key", key.clone())]).await;
+        apply(
+            &client,
+            json!({
+                "apiVersion": "okms.dev/v1alpha1", "kind": "OkmsConnection",
+                "metadata": {"name": CONNECTION, "namespace": NS},
+                "spec": {
+                    "endpoint": okms.endpoint(), "okmsId": okms.okms_id(), "caBundle": ca,
+                    "auth": {"mtls": {"secretRef": {"name": "okms-cert"}}},
+                    "requestsPerSecond": 1000
+                }
+            }),
+        )
+        .await;
+
+        let mut config = ClientConfig::new(
+            okms.endpoint().parse().expect("endpoint URL"),
+            okms.okms_id(),
+            Auth::Mtls { cert_pem: cert, key_pem: key.into() },
+        );
+        config.extra_roots_pem = Some(ca.into_bytes());
+        config.retry = RetryPolicy::none();
+        let remote = OkmsClient::new(config).expect("direct OKMS client");
+
+        let hmac = hmac::load_or_create(&client, OPERATOR_NS).await.expect("HMAC key");
+        let ctx = new_context(&client, hmac, opts.refresh);
+        let mut env = Env { kube, okms, client, remote, ctx, stop: None, task: None, _dir: dir };
+        if opts.start_controller {
+            env.start_controller().await;
+        }
+        env
+    }
+
+    /// Starts the controllers with a fresh Context (as a restarted operator process would).
+    pub async fn start_controller(&mut self) {
+        let hmac = hmac::load_or_create(&self.client, OPERATOR_NS).await.expect("HMAC key");
+        self.ctx = new_context(&self.client, hmac, self.ctx.config.default_refresh_interval);
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let ctx = self.ctx.clone();
+        self.task = Some(tokio::spawn(controller::run(ctx, rx)));
+        self.stop = Some(tx);
+    }
+
+    /// Stops the controllers and waits until they have returned.
+    pub async fn stop_controller(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(true);
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(DEADLINE, task).await;
+        }
+    }
+
+    pub fn okms_secrets(&self) -> Api<OkmsSecret> {
+        Api::namespaced(self.client.clone(), NS)
+    }
+
+    pub fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), NS)
+    }
+
+    /// Applies an OkmsSecret (server-side apply, as `kubectl apply --server-side` would).
+    pub async fn apply_okms_secret(&self, name: &str, spec: Value) {
+        apply(&self.client, json!({
+            "apiVersion": "okms.dev/v1alpha1", "kind": "OkmsSecret",
+            "metadata": {"name": name, "namespace": NS}, "spec": spec
+        }))
+        .await;
+    }
+
+    /// Creates or replaces a source Secret with string data.
+    pub async fn put_source(&self, name: &str, data: &[(&str, &str)]) {
+        let data: BTreeMap<String, String> = data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NS}, "stringData": data});
+        let api = self.secrets();
+        if api.get_opt(name).await.expect("get source").is_some() {
+            let mut current = api.get(name).await.expect("get source");
+            current.data = Some(data.into_iter().map(|(k, v)| (k, ByteString(v.into_bytes()))).collect());
+            api.replace(name, &PostParams::default(), &current).await.expect("replace source");
+        } else {
+            let s: Secret = serde_json::from_value(secret).unwrap();
+            api.create(&PostParams::default(), &s).await.expect("create source");
+        }
+    }
+
+    /// Target Secret data as strings, if the Secret exists.
+    pub async fn target(&self, name: &str) -> Option<BTreeMap<String, String>> {
+        let s = self.secrets().get_opt(name).await.expect("get target")?;
+        Some(s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned())).collect())
+    }
+
+    /// Polls `check` until it returns `Some`, or fails after the deadline naming `what`.
+    pub async fn wait<T, F, Fut>(&self, what: &str, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Option<T>>,
+    {
+        let start = Instant::now();
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            if start.elapsed() > DEADLINE {
+                let logs = logs();
+                let file = std::env::temp_dir().join(format!("okms-test-{}.log", std::process::id()));
+                let _ = std::fs::write(&file, &logs);
+                panic!("timed out after {DEADLINE:?} waiting for: {what} (logs: {})", file.display());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await; // allowed: poll interval of a deadline wait
+        }
+    }
+
+    /// Waits until the OkmsSecret's Ready condition has `reason` for its current generation.
+    pub async fn wait_reason(&self, name: &str, ready: &str, reasons: &[&str]) -> OkmsSecret {
+        let api = self.okms_secrets();
+        self.wait(&format!("{name} Ready={ready} with reason in {reasons:?}"), || {
+            let api = api.clone();
+            async move {
+                let o = api.get_opt(name).await.ok()??;
+                let st = o.status.as_ref()?;
+                let c = st.conditions.iter().find(|c| c.type_ == "Ready")?;
+                let current = st.observed_generation == o.metadata.generation;
+                (current && c.status == ready && reasons.contains(&c.reason.as_str())).then_some(o)
+            }
+        })
+        .await
+    }
+
+    pub async fn wait_ready(&self, name: &str) -> OkmsSecret {
+        self.wait_reason(name, "True", &["Created", "VersionWritten", "Mirrored", "Synced"]).await
+    }
+
+    /// Every version of an OKMS secret, oldest first.
+    pub async fn versions(&self, path: &str) -> Vec<SecretVersion> {
+        let mut v = self.remote.list_all_versions(path).await.expect("list versions");
+        v.sort_by_key(|x| x.id);
+        v
+    }
+
+    /// Data of one version, as JSON.
+    pub async fn version_data(&self, path: &str, version: u32) -> Value {
+        let v = self.remote.get_version(path, version, true).await.expect("get version");
+        Value::Object(v.data.map(SecretData::into_map).unwrap_or_default())
+    }
+
+    pub async fn delete_okms_secret(&self, name: &str) {
+        self.okms_secrets().delete(name, &DeleteParams::default()).await.expect("delete OkmsSecret");
+    }
+
+    /// Total OKMS API requests the emulator has received.
+    pub fn okms_calls(&self) -> u64 {
+        self.okms.stats().total
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(true);
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+fn new_context(client: &Client, hmac: hmac::HmacKey, refresh: Duration) -> Arc<Context> {
+    let config = Config {
+        operator_namespace: OPERATOR_NS.into(),
+        concurrency: 8,
+        default_refresh_interval: refresh,
+        connection_recheck: Duration::from_millis(200),
+        ..Config::default()
+    };
+    Context::new(client.clone(), config, hmac, Arc::new(Metrics::new()))
+}
+
+async fn install_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in crds() {
+        api.create(&PostParams::default(), &crd).await.expect("create CRD");
+    }
+    let start = Instant::now();
+    for crd in crds() {
+        let name = crd.name_any();
+        loop {
+            let c = api.get(&name).await.expect("get CRD");
+            let established = c
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            if established {
+                break;
+            }
+            assert!(start.elapsed() < DEADLINE, "CRD {name} never became Established");
+            tokio::time::sleep(Duration::from_millis(20)).await; // allowed: poll interval of a deadline wait
+        }
+    }
+}
+
+/// Server-side apply of any object, with the test's own field manager.
+pub async fn apply(client: &Client, obj: Value) {
+    let api_version = obj["apiVersion"].as_str().unwrap_or_default().to_string();
+    let kind = obj["kind"].as_str().unwrap_or_default().to_string();
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let ns = obj["metadata"]["namespace"].as_str().map(str::to_string);
+    let (group, version) = match api_version.split_once('/') {
+        Some((g, v)) => (g.to_string(), v.to_string()),
+        None => (String::new(), api_version.clone()),
+    };
+    let gvk = kube::core::GroupVersionKind::gvk(&group, &version, &kind);
+    let plural = format!("{}s", kind.to_lowercase());
+    let ar = kube::core::ApiResource::from_gvk_with_plural(&gvk, &plural);
+    let api: Api<kube::core::DynamicObject> = match ns {
+        Some(ns) => Api::namespaced_with(client.clone(), &ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    };
+    api.patch(&name, &PatchParams::apply("test").force(), &Patch::Apply(&obj))
+        .await
+        .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
+}
+
+pub async fn create_secret_typed<const N: usize>(client: &Client, ns: &str, name: &str, type_: &str, data: [(&str, Vec<u8>); N]) {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta { name: Some(name.into()), namespace: Some(ns.into()), ..Default::default() },
+        type_: Some(type_.into()),
+        data: Some(data.into_iter().map(|(k, v)| (k.to_string(), ByteString(v))).collect()),
+        ..Default::default()
+    };
+    api.create(&PostParams::default(), &secret).await.expect("create Secret");
+}
