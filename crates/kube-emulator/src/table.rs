@@ -77,50 +77,50 @@ fn path_col(name: &str, type_: &str, json_path: &str, description: &str) -> Colu
     }
 }
 
-/// Columns of one CRD version entry (`spec.versions[i]`): NAME, then its printer columns (AGE
-/// last when none of them is one).
+/// Columns of one CRD version entry (`spec.versions[i]`): NAME, then its printer columns; a
+/// version that declares no printer columns gets AGE (`.metadata.creationTimestamp`, type date),
+/// as the API server's `serveDefaultColumnsIfEmpty` does (a version with printer columns but no
+/// age column shows none).
 pub fn columns_for_crd_version(version: &Value) -> Vec<Column> {
     let mut cols = vec![name_column()];
-    let mut has_age = false;
-    if let Some(Value::Array(pcs)) = version.get("additionalPrinterColumns") {
-        for pc in pcs {
-            let s = |k: &str| {
-                pc.get(k)
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string()
-            };
-            let json_path = s("jsonPath");
-            if s("name").eq_ignore_ascii_case("age") || json_path == ".metadata.creationTimestamp" {
-                has_age = true;
-            }
-            let description = match s("description") {
-                d if d.is_empty() => {
-                    format!("Custom resource definition column (in JSONPath format): {json_path}")
-                }
-                d => d,
-            };
-            cols.push(Column {
-                name: s("name"),
-                type_: s("type"),
-                format: s("format"),
-                description,
-                priority: pc
-                    .get("priority")
-                    .and_then(Value::as_i64)
-                    .and_then(|p| i32::try_from(p).ok())
-                    .unwrap_or(0),
-                json_path,
-            });
+    let printer_columns = match version.get("additionalPrinterColumns") {
+        Some(Value::Array(pcs)) if !pcs.is_empty() => pcs.as_slice(),
+        _ => {
+            cols.push(path_col(
+                "Age",
+                "date",
+                ".metadata.creationTimestamp",
+                AGE_DESCRIPTION,
+            ));
+            return cols;
         }
-    }
-    if !has_age {
-        cols.push(path_col(
-            "Age",
-            "date",
-            ".metadata.creationTimestamp",
-            AGE_DESCRIPTION,
-        ));
+    };
+    for pc in printer_columns {
+        let s = |k: &str| {
+            pc.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let json_path = s("jsonPath");
+        let description = match s("description") {
+            d if d.is_empty() => {
+                format!("Custom resource definition column (in JSONPath format): {json_path}")
+            }
+            d => d,
+        };
+        cols.push(Column {
+            name: s("name"),
+            type_: s("type"),
+            format: s("format"),
+            description,
+            priority: pc
+                .get("priority")
+                .and_then(Value::as_i64)
+                .and_then(|p| i32::try_from(p).ok())
+                .unwrap_or(0),
+            json_path,
+        });
     }
     cols
 }
@@ -987,7 +987,8 @@ mod tests {
         let version = json!({"name": "v1", "additionalPrinterColumns": [
             {"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"},
             {"name": "Version", "type": "integer", "jsonPath": ".status.syncedVersion", "priority": 1},
-            {"name": "Path", "type": "string", "jsonPath": ".spec.path", "description": "The path"}
+            {"name": "Path", "type": "string", "jsonPath": ".spec.path", "description": "The path"},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
         ]});
         let cols = columns_for_crd_version(&version);
         assert_eq!(names(&cols), ["Name", "Ready", "Version", "Path", "Age"]);
