@@ -235,7 +235,7 @@ impl Validator<'_> {
                     self.push(
                         "FieldValueTooLong",
                         path,
-                        format!("Too long: may not be more than {max} bytes"),
+                        format!("Too long: must have at most {max} bytes"),
                     );
                 }
                 if let Some(min) = s.get("minLength").and_then(Value::as_u64)
@@ -833,7 +833,14 @@ mod tests {
             &obj(json!({"path": "abcdefghijklmnopqrstuvwxyz"})),
             None,
         );
-        assert_eq!(one(&c).0, "FieldValueTooLong");
+        assert_eq!(
+            one(&c),
+            (
+                "FieldValueTooLong",
+                "spec.path",
+                "Too long: must have at most 20 bytes"
+            )
+        );
         let c = validate(&schema(), &obj(json!({"path": "a"})), None);
         assert_eq!(
             one(&c).2,
