@@ -698,7 +698,10 @@ fn prune_node(s: &Value, v: &mut Value, root: bool) {
                 }
                 match additional {
                     Some(ap @ Value::Object(_)) => {
-                        if let Some(child) = m.get_mut(&k) {
+                        let nullable = ap.get("nullable").and_then(Value::as_bool) == Some(true);
+                        if m.get(&k).is_some_and(Value::is_null) && !nullable {
+                            m.remove(&k);
+                        } else if let Some(child) = m.get_mut(&k) {
                             prune_node(ap, child, false);
                         }
                     }
@@ -1010,9 +1013,13 @@ mod tests {
 
     #[test]
     fn prune_drops_non_nullable_nulls() {
-        let mut o = obj(json!({"path": "ab", "mode": null, "note": null}));
+        let mut o = obj(json!({"path": "ab", "mode": null, "note": null,
+                               "labels": {"a": null, "b": "x"}}));
         prune(&schema(), &mut o);
-        assert_eq!(o["spec"], json!({"path": "ab", "note": null}));
+        assert_eq!(
+            o["spec"],
+            json!({"path": "ab", "note": null, "labels": {"b": "x"}})
+        );
     }
 
     #[test]
