@@ -1068,6 +1068,51 @@ mod tests {
     }
 
     #[test]
+    fn rejects_unusable_settings() {
+        let base = || {
+            ClientConfig::new(
+                Url::parse("http://127.0.0.1:1").unwrap_or_else(|e| panic!("{e}")),
+                "id",
+                token(),
+            )
+        };
+        let mut bad = Vec::new();
+        let mut c = base();
+        c.okms_id = " ".into();
+        bad.push(c);
+        let mut c = base();
+        c.timeout = Duration::ZERO;
+        bad.push(c);
+        let mut c = base();
+        c.retry.max_attempts = 0;
+        bad.push(c);
+        let mut c = base();
+        c.rate_limit = Some(RateLimit {
+            requests_per_second: f64::NAN,
+            burst: 1,
+        });
+        bad.push(c);
+        let mut c = base();
+        c.auth = Auth::Token(Zeroizing::new("line\nbreak-secret".into()));
+        bad.push(c);
+        let mut c = base();
+        c.extra_roots_pem = Some(b"not a pem".to_vec());
+        bad.push(c);
+        for cfg in bad {
+            let shown = format!("{cfg:?}");
+            let err = OkmsClient::new(cfg)
+                .err()
+                .unwrap_or_else(|| panic!("accepted {shown}"));
+            assert!(
+                matches!(*err.kind, ErrorKind::InvalidConfig { .. }),
+                "{err}"
+            );
+            assert!(!err.to_string().contains("break-secret"), "{err}");
+        }
+        assert!(OkmsClient::new(base()).is_ok());
+    }
+
+    #[test]
     fn mtls_needs_https_and_a_valid_key_and_errors_do_not_echo_keys() {
         let auth = Auth::Mtls {
             cert_pem: b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".to_vec(),
