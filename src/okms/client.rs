@@ -133,6 +133,15 @@ impl fmt::Debug for ClientConfig {
 }
 
 /// Client of one OKMS domain. Cheap to clone; clones share the connection pool and rate limit.
+///
+/// Each call is tried at most `retry.max_attempts` times, each attempt bounded by `timeout`.
+/// Reads, deletes, metadata-only updates, version-state and config updates are retried on 429,
+/// 500, 502, 503, 504, timeouts and transport errors. Calls that create a version
+/// (`create_secret`, `update_secret` with data, `create_version`) are retried only after a
+/// connect error, 429 or 503, when the server certainly did not write: replaying them after a
+/// timeout or a 500 could create a duplicate version, so that error is returned and the caller
+/// (which re-reads before writing) decides. The observer is called synchronously after every
+/// attempt and must be cheap.
 #[derive(Clone)]
 pub struct OkmsClient {
     inner: Arc<Inner>,
