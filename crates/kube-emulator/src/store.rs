@@ -448,8 +448,11 @@ impl Store {
                 let mut new = live.map(|l| (*l).clone()).unwrap_or(Value::Null);
                 match other {
                     PatchType::Merge => crate::patch::merge_patch(&mut new, body),
-                    PatchType::Json => crate::patch::json_patch(&mut new, body)
-                        .map_err(|e| ApiError::new(422, "Invalid", e))?,
+                    PatchType::Json => {
+                        let ops = null_tests_for_absent(&new, body);
+                        crate::patch::json_patch(&mut new, &ops)
+                            .map_err(|e| ApiError::new(422, "Invalid", e))?
+                    }
                     _ => {
                         if def.is_custom() {
                             return Err(ApiError::unsupported_media_type(
@@ -514,20 +517,7 @@ impl Store {
 fn apply_error(def: &ResourceDef, name: &str, e: ssa::ApplyError) -> ApiError {
     match e {
         ssa::ApplyError::Conflicts(cs) => {
-            let n = cs.len();
-            let list: Vec<String> = cs
-                .iter()
-                .map(|c| format!("conflict with \"{}\": {}", c.manager, c.field))
-                .collect();
-            let mut err = ApiError::new(
-                409,
-                "Conflict",
-                format!(
-                    "Apply failed with {n} conflict{}: {}",
-                    if n == 1 { "" } else { "s" },
-                    list.join("\n")
-                ),
-            );
+            let mut err = ApiError::new(409, "Conflict", ssa::conflict_message(&cs));
             let mut d = json!({ "name": name, "kind": def.resource });
             if !def.group.is_empty() {
                 d["group"] = json!(def.group);
@@ -537,7 +527,7 @@ fn apply_error(def: &ResourceDef, name: &str, e: ssa::ApplyError) -> ApiError {
                     .map(|c| {
                         json!({
                             "reason": "FieldManagerConflict",
-                            "message": format!("conflict with \"{}\"", c.manager),
+                            "message": c.cause_message(),
                             "field": c.field,
                         })
                     })
@@ -956,6 +946,7 @@ impl State {
             return Ok(());
         };
         schema::prune(s, obj);
+        schema::apply_defaults(s, obj);
         let causes = schema::validate(s, obj, old);
         if causes.is_empty() {
             return Ok(());
@@ -1320,5 +1311,24 @@ fn strip_owner_refs(obj: &mut Value, remove: impl Fn(&str) -> bool) {
         m.remove("ownerReferences");
     } else {
         m.insert("ownerReferences".into(), Value::Array(refs));
+    }
+}
+
+/// Kubernetes' JSON patch treats `{"op":"test","value":null}` on an absent path as passing
+/// (kube-runtime's finalizer helper relies on it); drop such ops before the RFC 6902 patch.
+fn null_tests_for_absent(target: &Value, patch: &Value) -> Value {
+    match patch.as_array() {
+        Some(ops) => Value::Array(
+            ops.iter()
+                .filter(|op| {
+                    let is_null_test = op.get("op").and_then(Value::as_str) == Some("test")
+                        && op.get("value").is_some_and(Value::is_null);
+                    let path = op.get("path").and_then(Value::as_str).unwrap_or("");
+                    !(is_null_test && target.pointer(path).is_none_or(Value::is_null))
+                })
+                .cloned()
+                .collect(),
+        ),
+        None => patch.clone(),
     }
 }
