@@ -22,10 +22,8 @@ use crate::crd::{ClusterOkmsConnection, OkmsConnection, OkmsSecret};
 /// Flips to `true` when the operator must stop; in-flight reconciles finish first.
 pub type Shutdown = tokio::sync::watch::Receiver<bool>;
 
-fn stopped(mut rx: Shutdown) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
-    async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    }
+async fn stopped(mut rx: Shutdown) {
+    let _ = rx.wait_for(|stop| *stop).await;
 }
 
 fn namespaced<K>(client: &kube::Client, ns: Option<&str>) -> Api<K>
