@@ -119,8 +119,9 @@ fn readable<'a>(
     store: &'a mut Store,
     path: &str,
     version: Option<u32>,
+    now: DateTime<Utc>,
 ) -> Result<(&'a Secret, &'a Version), ApiError> {
-    let s = store.get(path, Utc::now())?;
+    let s = store.get(path, now)?;
     let n = match version {
         Some(n) if n != 0 => n,
         _ => s.current_version,
@@ -139,17 +140,18 @@ fn versions_op(
     path: &str,
     req: &Req,
     op: KvVersionOp,
+    now: DateTime<Utc>,
 ) -> Result<Response, ApiError> {
     let body: VersionsBody = req.json()?;
     let ids = body
         .versions
         .ok_or_else(|| ApiError::bad_request("SecretFieldRequired: versions is required"))?;
-    store.kv_versions(nonempty(path)?, &ids, op, Utc::now())?;
+    store.kv_versions(nonempty(path)?, &ids, op, now)?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
 pub(crate) fn handle(shared: &Shared, ep: Kv, req: &Req) -> Result<Response, ApiError> {
-    let now = Utc::now();
+    let now = shared.now();
     let id = shared.okms_id.as_str();
     let mut store = shared.store.lock();
     let list = req.method.as_str() == "LIST" || req.flag("list");
@@ -168,7 +170,7 @@ pub(crate) fn handle(shared: &Shared, ep: Kv, req: &Req) -> Result<Response, Api
             Ok(empty(StatusCode::NO_CONTENT))
         }
         (Kv::Data(path), "GET") => {
-            let (s, v) = readable(&mut store, &path, req.u32_param("version")?)?;
+            let (s, v) = readable(&mut store, &path, req.u32_param("version")?, now)?;
             Ok(ok_json(&envelope(json!({
                 "data": v.data,
                 "metadata": version_meta(s, v),
@@ -198,7 +200,7 @@ pub(crate) fn handle(shared: &Shared, ep: Kv, req: &Req) -> Result<Response, Api
                 _ => return Err(ApiError::bad_request("data must be a JSON object")),
             };
             let cas = body.options.and_then(|o| o.cas);
-            let mut merged = readable(&mut store, &path, None)?
+            let mut merged = readable(&mut store, &path, None, now)?
                 .1
                 .data
                 .clone()
@@ -279,17 +281,17 @@ pub(crate) fn handle(shared: &Shared, ep: Kv, req: &Req) -> Result<Response, Api
             Ok(empty(StatusCode::NO_CONTENT))
         }
         (Kv::Delete(path), "POST" | "PUT") => {
-            versions_op(&mut store, &path, req, KvVersionOp::Delete)
+            versions_op(&mut store, &path, req, KvVersionOp::Delete, now)
         }
         (Kv::Undelete(path), "POST" | "PUT") => {
-            versions_op(&mut store, &path, req, KvVersionOp::Undelete)
+            versions_op(&mut store, &path, req, KvVersionOp::Undelete, now)
         }
         (Kv::Destroy(path), "POST" | "PUT") => {
-            versions_op(&mut store, &path, req, KvVersionOp::Destroy)
+            versions_op(&mut store, &path, req, KvVersionOp::Destroy, now)
         }
         (Kv::Subkeys(path), "GET") => {
             let depth = req.u32_param("depth")?.unwrap_or(0);
-            let (s, v) = readable(&mut store, &path, req.u32_param("version")?)?;
+            let (s, v) = readable(&mut store, &path, req.u32_param("version")?, now)?;
             let keys = v
                 .data
                 .as_ref()

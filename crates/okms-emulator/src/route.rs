@@ -10,6 +10,7 @@ use http::Method;
 pub enum Route {
     Faults,
     Stats,
+    Clock,
     V2 {
         okms_id: String,
         ep: V2,
@@ -67,6 +68,7 @@ pub fn parse(raw_path: &str) -> Route {
     match raw_path {
         "/_emulator/faults" => return Route::Faults,
         "/_emulator/stats" => return Route::Stats,
+        "/_emulator/clock" => return Route::Clock,
         _ => {}
     }
     let Some(rest) = raw_path.strip_prefix("/api/") else {
@@ -156,7 +158,7 @@ fn query_flag(query: Option<&str>, key: &str) -> bool {
 pub fn operation(route: &Route, method: &Method, query: Option<&str>) -> &'static str {
     let m = method.as_str();
     match route {
-        Route::Faults | Route::Stats => "admin",
+        Route::Faults | Route::Stats | Route::Clock => "admin",
         Route::NotFound | Route::BadPath => "unknown",
         Route::V2 { ep, .. } => match (ep, m) {
             (V2::Secrets, "GET") => "secret.list",

@@ -144,6 +144,7 @@ pub async fn start(config: Config) -> Result<Emulator, Error> {
         faults: RwLock::new(config.faults.clone()),
         counters: Counters::default(),
         persist: notify.clone(),
+        clock_offset_secs: std::sync::atomic::AtomicI64::new(0),
     });
     let cancel = CancellationToken::new();
     let task = tokio::spawn(serve(
@@ -296,6 +297,14 @@ impl Emulator {
 
     pub fn set_faults(&self, faults: Faults) {
         *self.shared.faults.write() = faults;
+    }
+
+    /// Moves the emulator's clock forward (for `deactivateVersionAfter` expiry tests).
+    pub fn advance_clock(&self, by: Duration) {
+        let secs = i64::try_from(by.as_secs()).unwrap_or(i64::MAX / 4);
+        self.shared
+            .clock_offset_secs
+            .fetch_add(secs, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Stops accepting, drains open connections (up to 5 s) and writes the final snapshot.

@@ -1,6 +1,9 @@
 //! The request pipeline: route → count → authenticate → inject faults → dispatch → count.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use chrono::{DateTime, Utc};
 
 use axum::body::Body;
 use axum::response::Response;
@@ -30,6 +33,15 @@ pub(crate) struct Shared {
     pub counters: Counters,
     /// Wakes the snapshot writer after a successful mutation (`--persist`).
     pub persist: Option<Arc<Notify>>,
+    /// Seconds added to the wall clock (`/_emulator/clock`), to test expiry without waiting.
+    pub clock_offset_secs: AtomicI64,
+}
+
+impl Shared {
+    /// The emulator's notion of "now": wall clock plus the test offset.
+    pub fn now(&self) -> DateTime<Utc> {
+        Utc::now() + chrono::Duration::seconds(self.clock_offset_secs.load(Ordering::Relaxed))
+    }
 }
 
 /// What the TLS handshake told us about the client.
@@ -198,7 +210,7 @@ where
 {
     let route = route::parse(req.uri().path());
     let op = route::operation(&route, req.method(), req.uri().query());
-    let admin = matches!(route, Route::Faults | Route::Stats);
+    let admin = matches!(route, Route::Faults | Route::Stats | Route::Clock);
     if !admin {
         shared.counters.request(op);
     }
@@ -277,6 +289,7 @@ where
     let result = match route {
         Route::Faults => faults_endpoint(shared, &req),
         Route::Stats => stats_endpoint(shared, &req),
+        Route::Clock => clock_endpoint(shared, &req),
         Route::V2 { ep, .. } => v2::handle(shared, ep, &req),
         Route::Kv { ep, .. } => kv2::handle(shared, ep, &req),
         Route::NotFound => Err(ApiError::new(
@@ -317,6 +330,32 @@ fn faults_endpoint(shared: &Shared, req: &Req) -> Result<Response, ApiError> {
     Ok(ok_json(&serde_json::to_value(f).unwrap_or_default()))
 }
 
+#[derive(serde::Deserialize)]
+struct ClockBody {
+    advance_secs: i64,
+}
+
+fn clock_endpoint(shared: &Shared, req: &Req) -> Result<Response, ApiError> {
+    match req.method.as_str() {
+        "GET" => {}
+        "PUT" | "POST" => {
+            let body: ClockBody = req.json()?;
+            if body.advance_secs < 0 {
+                return Err(ApiError::bad_request("advance_secs must not be negative"));
+            }
+            shared
+                .clock_offset_secs
+                .fetch_add(body.advance_secs, Ordering::Relaxed);
+        }
+        "DELETE" => shared.clock_offset_secs.store(0, Ordering::Relaxed),
+        _ => return Err(ApiError::method_not_allowed()),
+    }
+    Ok(ok_json(&serde_json::json!({
+        "now": shared.now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "offset_secs": shared.clock_offset_secs.load(Ordering::Relaxed),
+    })))
+}
+
 fn stats_endpoint(shared: &Shared, req: &Req) -> Result<Response, ApiError> {
     match req.method.as_str() {
         "GET" => Ok(ok_json(
@@ -342,6 +381,7 @@ mod tests {
             faults: RwLock::new(Faults::default()),
             counters: Counters::default(),
             persist: None,
+            clock_offset_secs: AtomicI64::new(0),
         }
     }
 

@@ -165,7 +165,7 @@ fn with_next(mut resp: Response, next: Option<String>) -> Response {
 }
 
 pub(crate) fn handle(shared: &Shared, ep: V2, req: &Req) -> Result<Response, ApiError> {
-    let now = Utc::now();
+    let now = shared.now();
     let id = shared.okms_id.as_str();
     let mut store = shared.store.lock();
     match (ep, req.method.as_str()) {
@@ -211,6 +211,11 @@ pub(crate) fn handle(shared: &Shared, ep: V2, req: &Req) -> Result<Response, Api
             let include = req.flag("includeData");
             let s = store.get(&path, now)?;
             let v = match version {
+                Some(0) => {
+                    return Err(ApiError::bad_request(
+                        "SecretVersionMinRequired: version must be at least 1",
+                    ));
+                }
                 Some(n) => Some(
                     s.versions
                         .get(&n)

@@ -305,3 +305,45 @@ async fn raw_slash_version_subresource_and_encoded_name() {
     assert_eq!(s, 200);
     assert_eq!(b.as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn versions_expire_after_deactivate_version_after() {
+    let env = start().await;
+    let c = &env.client;
+    let body = json!({"path": "exp", "version": {"data": {"k": 1}}, "metadata": {"deactivateVersionAfter": "1h"}});
+    assert_eq!(send(c.post(env.v2("secret")).json(&body)).await.0, 200);
+    let (_, b) = send(c.get(env.v2("secret/exp?includeData=true"))).await;
+    assert_eq!(b["version"]["state"], "active");
+    // Advance the emulator clock instead of waiting.
+    let (s, b) = send(
+        c.put(env.admin("clock"))
+            .json(&json!({"advance_secs": 1800})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(b["offset_secs"], 1800);
+    assert_eq!(
+        send(
+            c.post(env.v2("secret/exp/version"))
+                .json(&json!({"data": {"k": 2}}))
+        )
+        .await
+        .0,
+        200
+    );
+    env.emu.advance_clock(std::time::Duration::from_secs(1800));
+    let (_, b) = send(c.get(env.v2("secret/exp/version"))).await;
+    assert_eq!(b[0]["state"], "deactivated");
+    assert!(b[0]["deactivatedAt"].is_string());
+    assert_eq!(b[1]["state"], "active");
+    env.emu.advance_clock(std::time::Duration::from_secs(1800));
+    let (_, b) = send(c.get(env.v2("secret/exp?includeData=true"))).await;
+    assert_eq!(b["version"]["id"], 2);
+    assert_eq!(
+        b["version"]["state"], "deactivated",
+        "the current version expires too"
+    );
+    assert!(b["version"].get("data").is_none());
+    let (s, _) = send(c.get(env.kv("data/exp"))).await;
+    assert_eq!(s, 404);
+}
