@@ -16,6 +16,10 @@ pub struct Faults {
     pub retry_after_secs: Option<u64>,
     /// Probability (0.0–1.0) of closing the connection without any response.
     pub drop_rate: f64,
+    /// Probability (0.0–1.0) of doing the call and then closing the connection without sending
+    /// the response: the client sees a dropped connection although a write took effect (the
+    /// case that tempts a client into writing the same thing twice).
+    pub drop_response_rate: f64,
     /// Only these operation names (see `stats`) are affected; `None` = all.
     pub only: Option<Vec<String>>,
 }
@@ -33,7 +37,10 @@ pub enum Injection {
 
 impl Faults {
     pub fn is_empty(&self) -> bool {
-        self.latency_ms == 0 && self.error_rate <= 0.0 && self.drop_rate <= 0.0
+        self.latency_ms == 0
+            && self.error_rate <= 0.0
+            && self.drop_rate <= 0.0
+            && self.drop_response_rate <= 0.0
     }
 
     pub fn applies_to(&self, operation: &str) -> bool {
@@ -72,6 +79,7 @@ impl Faults {
         for (name, v) in [
             ("error_rate", self.error_rate),
             ("drop_rate", self.drop_rate),
+            ("drop_response_rate", self.drop_response_rate),
         ] {
             if !(0.0..=1.0).contains(&v) {
                 return Err(format!("{name} must be between 0.0 and 1.0"));

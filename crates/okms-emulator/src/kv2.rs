@@ -154,7 +154,9 @@ pub(crate) fn handle(shared: &Shared, ep: Kv, req: &Req) -> Result<Response, Api
     let now = shared.now();
     let id = shared.okms_id.as_str();
     let mut store = shared.store.lock();
-    let list = req.method.as_str() == "LIST" || req.flag("list");
+    // `GET /v1/secret/metadata` (root, no path) is the root listing per the spec.
+    let root = matches!(&ep, Kv::Metadata(p) if p.trim_matches('/').is_empty());
+    let list = req.method.as_str() == "LIST" || req.flag("list") || root;
     match (ep, req.method.as_str()) {
         (Kv::Config, "GET") => {
             let c = store.config();

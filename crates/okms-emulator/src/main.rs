@@ -69,6 +69,7 @@ async fn main() -> anyhow::Result<()> {
         retry_after_secs: args.retry_after_secs,
         drop_rate: args.drop_rate,
         only: args.fault_only,
+        ..Faults::default()
     };
     let emulator = okms_emulator::start(config).await?;
     println!("{}", emulator.endpoint());

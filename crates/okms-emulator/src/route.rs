@@ -184,7 +184,11 @@ pub fn operation(route: &Route, method: &Method, query: Option<&str>) -> &'stati
             (Kv::Data(_), "PATCH") => "kv.data.patch",
             (Kv::Data(_), "DELETE") => "kv.data.delete",
             (Kv::Metadata(_), "LIST") => "kv.metadata.list",
-            (Kv::Metadata(_), "GET") if query_flag(query, "list") => "kv.metadata.list",
+            (Kv::Metadata(p), "GET")
+                if query_flag(query, "list") || p.trim_matches('/').is_empty() =>
+            {
+                "kv.metadata.list"
+            }
             (Kv::Metadata(_), "GET") => "kv.metadata.get",
             (Kv::Metadata(_), "POST" | "PUT") => "kv.metadata.put",
             (Kv::Metadata(_), "PATCH") => "kv.metadata.patch",

@@ -308,6 +308,13 @@ where
     {
         n.notify_one();
     }
+    if !admin {
+        let rate = shared.faults.read().drop_response_rate;
+        if rate > 0.0 && shared.faults.read().applies_to(op) && rand::random::<f64>() < rate {
+            // the call took effect; its answer is lost
+            return Err(None);
+        }
+    }
     result.map_err(Some)
 }
 

@@ -41,6 +41,9 @@ async fn stock_vault_kv2_flow_with_vault_token() {
     let (s, b) = send(t(c.request(list.clone(), env.kv("metadata/")))).await;
     assert_eq!(s, 200);
     assert_eq!(b["data"]["keys"], json!(["team/", "top"]));
+    let (s, b) = send(t(c.get(env.kv("metadata")))).await;
+    assert_eq!(s, 200, "root listing without ?list");
+    assert_eq!(b["data"]["keys"], json!(["team/", "top"]));
     let (_, b) = send(t(c.get(env.kv("metadata/team?list=true")))).await;
     assert_eq!(b["data"]["keys"], json!(["app", "other"]));
     let (_, b) = send(t(c.request(list.clone(), env.kv("metadata/team/")))).await;
