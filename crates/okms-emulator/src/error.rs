@@ -126,6 +126,8 @@ pub enum Error {
     },
     #[error("invalid PEM in {0}")]
     Pem(String),
+    #[error("invalid faults: {0}")]
+    InvalidFaults(String),
 }
 
 impl Error {

@@ -109,12 +109,7 @@ pub async fn start(config: Config) -> Result<Emulator, Error> {
     let dir = config.state_dir.clone();
     std::fs::create_dir_all(&dir)
         .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-    config.faults.validate().map_err(|m| {
-        Error::io(
-            "invalid faults",
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, m),
-        )
-    })?;
+    config.faults.validate().map_err(Error::InvalidFaults)?;
     let okms_id = resolve_okms_id(&config)?;
     let pki = certs::ensure(&dir, &okms_id)?;
     let tls = certs::server_config(&pki)?;
