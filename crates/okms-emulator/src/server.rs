@@ -206,17 +206,25 @@ async fn serve(
                 Err(_) => return,
             };
             let first = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+            let kill = CancellationToken::new();
             let conn = Arc::new(ConnInfo {
                 has_cert: first.is_some(),
                 cert_domain: first.and_then(|c| certs::cert_domain(c)),
+                kill: kill.clone(),
             });
             let svc = hyper::service::service_fn(move |req| {
                 service::handle(shared.clone(), conn.clone(), req)
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            tokio::select! {
+                r = watcher.watch(conn) => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                }
+                // Injected drop: dropping the connection closes the socket, no response.
+                () = kill.cancelled() => {}
             }
         });
     }

@@ -50,6 +50,8 @@ pub(crate) struct ConnInfo {
     /// The OKMS domain of a verified client certificate (`*` = any).
     pub cert_domain: Option<String>,
     pub has_cert: bool,
+    /// Cancelled to close the whole connection (HTTP/1.1 and HTTP/2) on an injected drop.
+    pub kill: tokio_util::sync::CancellationToken,
 }
 
 /// Returned to hyper to close the connection without any response (fault injection).
@@ -219,6 +221,7 @@ where
         Err(Some(e)) => e.into_response(),
         Err(None) => {
             tracing::debug!(operation = op, "fault injection: dropping connection");
+            conn.kill.cancel();
             return Err(Dropped);
         }
     };
@@ -400,6 +403,7 @@ mod tests {
         ConnInfo {
             cert_domain: Some(domain.into()),
             has_cert: true,
+            ..ConnInfo::default()
         }
     }
 

@@ -74,6 +74,23 @@ async fn drop_closes_the_connection_without_response() {
     assert!(!err.is_status(), "{err}");
     env.emu.set_faults(Faults::default());
     assert_eq!(send(c.get(env.v2("secretConfig"))).await.0, 200);
+
+    // Over HTTP/2 the whole connection is closed too.
+    let h2 = common::client_alpn(
+        &env.ca_pem(),
+        Some((
+            &std::fs::read_to_string(env.emu.client_cert_path()).unwrap(),
+            &std::fs::read_to_string(env.emu.client_key_path()).unwrap(),
+        )),
+        true,
+    );
+    let resp = h2.get(env.v2("secretConfig")).send().await.unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    env.emu.set_faults(Faults {
+        drop_rate: 1.0,
+        ..Default::default()
+    });
+    assert!(h2.get(env.v2("secretConfig")).send().await.is_err());
 }
 
 #[tokio::test]

@@ -72,6 +72,11 @@ pub async fn start_with(f: impl FnOnce(&mut Config)) -> Env {
 
 /// A reqwest client trusting `ca_pem`, optionally presenting `(cert_pem, key_pem)`.
 pub fn client(ca_pem: &str, identity: Option<(&str, &str)>) -> reqwest::Client {
+    client_alpn(ca_pem, identity, false)
+}
+
+/// Same as `client`, negotiating HTTP/2 through ALPN when `h2`.
+pub fn client_alpn(ca_pem: &str, identity: Option<(&str, &str)>, h2: bool) -> reqwest::Client {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
@@ -81,7 +86,7 @@ pub fn client(ca_pem: &str, identity: Option<(&str, &str)>) -> reqwest::Client {
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots);
-    let cfg = match identity {
+    let mut cfg = match identity {
         Some((cert, key)) => {
             let chain = rustls_pemfile::certs(&mut cert.as_bytes())
                 .collect::<Result<Vec<_>, _>>()
@@ -93,6 +98,9 @@ pub fn client(ca_pem: &str, identity: Option<(&str, &str)>) -> reqwest::Client {
         }
         None => builder.with_no_client_auth(),
     };
+    if h2 {
+        cfg.alpn_protocols = vec![b"h2".to_vec()];
+    }
     reqwest::Client::builder()
         .use_preconfigured_tls(cfg)
         .timeout(Duration::from_secs(20))
