@@ -320,6 +320,9 @@ fn content_type(headers: &HeaderMap) -> String {
 }
 
 fn parse_body(ct: &str, body: &Bytes) -> Result<Value, ApiError> {
+    if ct.contains("protobuf") || ct.contains("cbor") {
+        return Err(ApiError::unsupported_media_type(ct));
+    }
     if ct.contains("yaml") {
         serde_yaml::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
@@ -423,6 +426,7 @@ async fn resource(
     let opts = WriteOpts {
         manager: field_manager(q, headers),
         dry_run,
+        strict: q.get("fieldValidation").is_some_and(|v| v == "Strict"),
     };
     let av = def.api_version(version);
     let one = |code: StatusCode, obj: Arc<Value>| -> Response {

@@ -73,6 +73,8 @@ pub struct DeleteOpts {
 pub struct WriteOpts {
     pub manager: String,
     pub dry_run: bool,
+    /// `fieldValidation=Strict`: unknown fields of custom resources are an error, not pruned.
+    pub strict: bool,
 }
 
 impl Default for WriteOpts {
@@ -80,6 +82,7 @@ impl Default for WriteOpts {
         Self {
             manager: "unknown".into(),
             dry_run: false,
+            strict: false,
         }
     }
 }
@@ -941,11 +944,28 @@ impl State {
         version: &str,
         obj: &mut Value,
         old: Option<&Value>,
+        strict: bool,
     ) -> Result<(), ApiError> {
         let Some(s) = def.schema(version) else {
             return Ok(());
         };
+        let before = strict.then(|| obj.clone());
         schema::prune(s, obj);
+        if let Some(before) = before {
+            let mut unknown = Vec::new();
+            removed_fields(&before, obj, "", &mut unknown);
+            if !unknown.is_empty() {
+                let list: Vec<String> = unknown
+                    .iter()
+                    .map(|f| format!("unknown field \"{f}\""))
+                    .collect();
+                return Err(ApiError::bad_request(format!(
+                    "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
+                    list.join(", "),
+                    kind = def.kind
+                )));
+            }
+        }
         schema::apply_defaults(s, obj);
         let causes = schema::validate(s, obj, old);
         if causes.is_empty() {
@@ -1062,7 +1082,7 @@ impl State {
         }
         builtin::prepare_create(def, &mut obj)?;
         if def.is_custom() {
-            self.validate_custom(def, version, &mut obj, None)?;
+            self.validate_custom(def, version, &mut obj, None, opts.strict)?;
         }
         let crd_def =
             if def.group == "apiextensions.k8s.io" && def.resource == "customresourcedefinitions" {
@@ -1200,7 +1220,7 @@ impl State {
             builtin::prepare_update(def, &old_v, &mut new)?;
         }
         if def.is_custom() {
-            self.validate_custom(def, version, &mut new, Some(&old_v))?;
+            self.validate_custom(def, version, &mut new, Some(&old_v), opts.strict)?;
         }
         let crd_def = if gr.0 == "apiextensions.k8s.io" && gr.1 == "customresourcedefinitions" {
             let d = crd::resource_def(&new)?;
@@ -1330,5 +1350,33 @@ fn null_tests_for_absent(target: &Value, patch: &Value) -> Value {
                 .collect(),
         ),
         None => patch.clone(),
+    }
+}
+
+/// Paths (`spec.a`, `spec.list[0].b`) present in `before` but not in `after`, skipping nulls.
+fn removed_fields(before: &Value, after: &Value, prefix: &str, out: &mut Vec<String>) {
+    let join = |k: &str| {
+        if prefix.is_empty() {
+            k.to_string()
+        } else {
+            format!("{prefix}.{k}")
+        }
+    };
+    match (before, after) {
+        (Value::Object(b), Value::Object(a)) => {
+            for (k, v) in b {
+                match a.get(k) {
+                    None if !v.is_null() => out.push(join(k)),
+                    Some(av) => removed_fields(v, av, &join(k), out),
+                    None => {}
+                }
+            }
+        }
+        (Value::Array(b), Value::Array(a)) if a.len() == b.len() => {
+            for (i, (bv, av)) in b.iter().zip(a).enumerate() {
+                removed_fields(bv, av, &format!("{prefix}[{i}]"), out);
+            }
+        }
+        _ => {}
     }
 }

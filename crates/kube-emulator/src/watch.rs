@@ -36,6 +36,33 @@ fn line(typ: &str, object: &Value) -> Bytes {
     Bytes::from(v)
 }
 
+#[derive(serde::Serialize)]
+struct EventRef<'a> {
+    #[serde(rename = "type")]
+    typ: &'a str,
+    object: &'a Value,
+}
+
+/// One event line; full objects already in the requested version are serialized in place
+/// (no copy per watcher).
+fn event_line(
+    app: &AppState,
+    def: &ResourceDef,
+    version: &str,
+    api_version: &str,
+    typ: &str,
+    obj: &Arc<Value>,
+    output: &Output,
+) -> Bytes {
+    let same_version = obj.get("apiVersion").and_then(Value::as_str) == Some(api_version);
+    if *output == Output::Full && same_version {
+        let mut v = serde_json::to_vec(&EventRef { typ, object: obj }).unwrap_or_default();
+        v.push(b'\n');
+        return Bytes::from(v);
+    }
+    line(typ, &render_object(app, def, version, obj, output))
+}
+
 fn bookmark(
     def: &ResourceDef,
     api_version: &str,
@@ -121,7 +148,7 @@ pub fn watch(
             if !wanted(&obj) {
                 continue;
             }
-            yield Ok::<Bytes, Infallible>(line(typ.as_str(), &render_object(&app, &def, &version, &obj, &output)));
+            yield Ok::<Bytes, Infallible>(event_line(&app, &def, &version, &api_version, typ.as_str(), &obj, &output));
             sent += 1;
             if drop_after.is_some_and(|n| sent >= n) {
                 return;
@@ -144,7 +171,7 @@ pub fn watch(
                             continue;
                         }
                         let typ = ev.typ;
-                        yield Ok(line(typ.as_str(), &render_object(&app, &def, &version, &ev.obj, &output)));
+                        yield Ok(event_line(&app, &def, &version, &api_version, typ.as_str(), &ev.obj, &output));
                         sent += 1;
                         if drop_after.is_some_and(|n| sent >= n) {
                             return;
