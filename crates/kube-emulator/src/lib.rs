@@ -17,6 +17,7 @@ pub mod error;
 pub mod faults;
 pub mod kubeconfig;
 pub mod openapi;
+pub mod protobuf;
 pub mod registry;
 pub mod server;
 pub mod store;

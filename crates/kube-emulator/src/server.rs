@@ -320,6 +320,10 @@ fn content_type(headers: &HeaderMap) -> String {
 }
 
 fn parse_body(ct: &str, body: &Bytes) -> Result<Value, ApiError> {
+    if ct == "application/vnd.kubernetes.protobuf" {
+        return crate::protobuf::decode(body)
+            .map_err(|e| ApiError::new(415, "UnsupportedMediaType", e));
+    }
     if ct.contains("protobuf") || ct.contains("cbor") {
         return Err(ApiError::unsupported_media_type(ct));
     }
