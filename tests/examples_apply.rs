@@ -87,7 +87,10 @@ fn dynamic_api(client: &Client, doc: &Value) -> (Api<DynamicObject>, String) {
     let kind = kind_of(doc);
     let gvk = GroupVersionKind::gvk(group, version, kind);
     let ar = ApiResource::from_gvk_with_plural(&gvk, &plural(kind));
-    let name = doc["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let name = doc["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let api = match doc["metadata"]["namespace"].as_str() {
         Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
         None => Api::all_with(client.clone(), &ar),
@@ -283,7 +286,10 @@ fn data(pairs: &[(&str, &str)]) -> SecretData {
 #[test]
 fn every_example_says_what_it_shows_and_how_to_apply_it() {
     let files = example_files();
-    assert!(files.len() >= 12, "expected the full set of examples, found {files:?}");
+    assert!(
+        files.len() >= 12,
+        "expected the full set of examples, found {files:?}"
+    );
     for file in &files {
         let text = std::fs::read_to_string(file).expect("read");
         let header: Vec<&str> = text.lines().take_while(|l| l.starts_with('#')).collect();
@@ -301,7 +307,11 @@ fn every_example_says_what_it_shows_and_how_to_apply_it() {
         assert!(!docs.is_empty(), "{}: no documents", file.display());
         for doc in &docs {
             for field in ["apiVersion", "kind"] {
-                assert!(doc[field].is_string(), "{}: a document lacks {field}", file.display());
+                assert!(
+                    doc[field].is_string(),
+                    "{}: a document lacks {field}",
+                    file.display()
+                );
             }
             assert!(
                 doc["metadata"]["name"].is_string(),
@@ -325,7 +335,10 @@ fn every_example_says_what_it_shows_and_how_to_apply_it() {
         "argocd-health-check.yaml",
         "flux-kustomization.yaml",
     ] {
-        assert!(examples_dir().join(required).is_file(), "examples/{required} is missing");
+        assert!(
+            examples_dir().join(required).is_file(),
+            "examples/{required} is missing"
+        );
     }
 }
 
@@ -340,7 +353,10 @@ fn argocd_and_flux_objects_have_the_fields_their_tools_require() {
         "/spec/destination/server",
         "/spec/destination/namespace",
     ] {
-        assert!(app.pointer(ptr).is_some_and(Value::is_string), "Application lacks {ptr}");
+        assert!(
+            app.pointer(ptr).is_some_and(Value::is_string),
+            "Application lacks {ptr}"
+        );
     }
 
     let cm = find(&example("argocd-health-check.yaml"), "ConfigMap").clone();
@@ -350,13 +366,26 @@ fn argocd_and_flux_objects_have_the_fields_their_tools_require() {
         let lua = cm["data"][&key]
             .as_str()
             .unwrap_or_else(|| panic!("argocd-cm has no {key}"));
-        for needle in ["Healthy", "Degraded", "Progressing", "\"Ready\"", "\"Stalled\"", "observedGeneration", "return hs"] {
+        for needle in [
+            "Healthy",
+            "Degraded",
+            "Progressing",
+            "\"Ready\"",
+            "\"Stalled\"",
+            "observedGeneration",
+            "return hs",
+        ] {
             assert!(lua.contains(needle), "{key} does not handle {needle}");
         }
         // every block the script opens is closed (a syntax error makes Argo CD report Unknown)
         let code: String = lua.split('"').step_by(2).collect::<Vec<_>>().join(" "); // strings out
-        let words: Vec<&str> = code.split(|c: char| !c.is_alphanumeric() && c != '_').collect();
-        let opened = words.iter().filter(|w| matches!(**w, "if" | "for" | "function")).count();
+        let words: Vec<&str> = code
+            .split(|c: char| !c.is_alphanumeric() && c != '_')
+            .collect();
+        let opened = words
+            .iter()
+            .filter(|w| matches!(**w, "if" | "for" | "function"))
+            .count();
         let closed = words.iter().filter(|w| **w == "end").count();
         assert_eq!(opened, closed, "{key}: unbalanced if/for/end");
     }
@@ -364,10 +393,21 @@ fn argocd_and_flux_objects_have_the_fields_their_tools_require() {
     let flux = example("flux-kustomization.yaml");
     let ks = find(&flux, "Kustomization");
     assert_eq!(ks["apiVersion"], "kustomize.toolkit.fluxcd.io/v1");
-    for ptr in ["/spec/interval", "/spec/path", "/spec/sourceRef/kind", "/spec/sourceRef/name"] {
-        assert!(ks.pointer(ptr).is_some_and(Value::is_string), "Kustomization lacks {ptr}");
+    for ptr in [
+        "/spec/interval",
+        "/spec/path",
+        "/spec/sourceRef/kind",
+        "/spec/sourceRef/name",
+    ] {
+        assert!(
+            ks.pointer(ptr).is_some_and(Value::is_string),
+            "Kustomization lacks {ptr}"
+        );
     }
-    assert!(ks["spec"]["prune"].is_boolean(), "Kustomization lacks spec.prune");
+    assert!(
+        ks["spec"]["prune"].is_boolean(),
+        "Kustomization lacks spec.prune"
+    );
     let repo = find(&flux, "GitRepository");
     assert_eq!(ks["spec"]["sourceRef"]["name"], repo["metadata"]["name"]);
     // the health checks name OkmsSecrets that the examples really define
@@ -377,8 +417,14 @@ fn argocd_and_flux_objects_have_the_fields_their_tools_require() {
         .filter(|d| kind_of(d) == "OkmsSecret")
         .map(|d| {
             (
-                d["metadata"]["namespace"].as_str().unwrap_or_default().to_string(),
-                d["metadata"]["name"].as_str().unwrap_or_default().to_string(),
+                d["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                d["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
             )
         })
         .collect();
@@ -391,13 +437,20 @@ fn argocd_and_flux_objects_have_the_fields_their_tools_require() {
             hc["namespace"].as_str().unwrap_or_default().to_string(),
             hc["name"].as_str().unwrap_or_default().to_string(),
         );
-        assert!(defined.contains(&key), "health check {key:?} names no example OkmsSecret");
+        assert!(
+            defined.contains(&key),
+            "health check {key:?} names no example OkmsSecret"
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_example_applies_to_the_kube_emulator() {
-    let env = Env::start_with(Options { start_controller: false, ..Default::default() }).await;
+    let env = Env::start_with(Options {
+        start_controller: false,
+        ..Default::default()
+    })
+    .await;
     install_tool_crds(&env.client).await;
     let mut applied = 0;
     for file in example_files() {
@@ -406,7 +459,12 @@ async fn every_example_applies_to_the_kube_emulator() {
                 ensure_namespace(&env.client, ns).await;
             }
             let stored = try_apply(&env.client, &doc).await.unwrap_or_else(|e| {
-                panic!("{}: {} {} is refused: {e}", file.display(), kind_of(&doc), doc["metadata"]["name"])
+                panic!(
+                    "{}: {} {} is refused: {e}",
+                    file.display(),
+                    kind_of(&doc),
+                    doc["metadata"]["name"]
+                )
             });
             // our kinds have no schema defaults and prune unknown fields: what is stored must be
             // exactly what the example says, or a field name is wrong
@@ -430,7 +488,10 @@ async fn every_example_applies_to_the_kube_emulator() {
     let mut bad = find(&example("quickstart.yaml"), "OkmsSecret").clone();
     bad["metadata"]["name"] = json!("bad");
     bad["spec"]["deletionPolicy"] = json!("Destroy");
-    assert!(try_apply(&env.client, &bad).await.is_err(), "an invalid enum value was accepted");
+    assert!(
+        try_apply(&env.client, &bad).await.is_err(),
+        "an invalid enum value was accepted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -452,13 +513,21 @@ async fn quickstart_reaches_ready_and_a_source_edit_writes_version_2() {
     let status = obj.status.expect("status");
     assert_eq!(status.synced_version, Some(1));
     assert_eq!(status.secret_name.as_deref(), Some("db"));
-    let db = target(&env, "default", "db").await.expect("target Secret db");
+    let db = target(&env, "default", "db")
+        .await
+        .expect("target Secret db");
     let expected = [("password", "quickstart-password-1"), ("username", "app")];
     assert_eq!(
         string_data(&db),
-        expected.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        expected
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     );
-    assert_eq!(env.version_data("quickstart/db", 1).await, json!({"username": "app", "password": "quickstart-password-1"}));
+    assert_eq!(
+        env.version_data("quickstart/db", 1).await,
+        json!({"username": "app", "password": "quickstart-password-1"})
+    );
 
     // the README walkthrough: edit the source, see version 2
     let sources: Api<Secret> = Api::namespaced(env.client.clone(), "default");
@@ -477,12 +546,19 @@ async fn quickstart_reaches_ready_and_a_source_edit_writes_version_2() {
     .await;
     let obj = env
         .wait("status says version 2", || async {
-            let o = Api::<OkmsSecret>::namespaced(env.client.clone(), "default").get("db").await.ok()?;
+            let o = Api::<OkmsSecret>::namespaced(env.client.clone(), "default")
+                .get("db")
+                .await
+                .ok()?;
             (o.status.as_ref()?.synced_version == Some(2)).then_some(o)
         })
         .await;
     assert_eq!(obj.status.unwrap().last_written_version, Some(2));
-    assert_eq!(env.versions("quickstart/db").await.len(), 2, "one version per real change");
+    assert_eq!(
+        env.versions("quickstart/db").await.len(),
+        2,
+        "one version per real change"
+    );
     common::assert_no_leak(&["quickstart-password-1", "quickstart-password-2"]);
 }
 
@@ -490,10 +566,16 @@ async fn quickstart_reaches_ready_and_a_source_edit_writes_version_2() {
 async fn database_template_renders_the_connection_string() {
     let env = Env::start().await;
     connect_shop(&env).await;
-    apply_all(&env.client, &without_connections(example("database-template.yaml"))).await;
+    apply_all(
+        &env.client,
+        &without_connections(example("database-template.yaml")),
+    )
+    .await;
 
     wait_ready(&env, "shop", "orders-db").await;
-    let secret = target(&env, "shop", "orders-db").await.expect("target Secret");
+    let secret = target(&env, "shop", "orders-db")
+        .await
+        .expect("target Secret");
     let d = string_data(&secret);
     assert_eq!(
         d["DATABASE_URL"],
@@ -504,7 +586,14 @@ async fn database_template_renders_the_connection_string() {
     let keys: BTreeSet<&str> = d.keys().map(String::as_str).collect();
     assert_eq!(
         keys,
-        BTreeSet::from(["DATABASE_URL", "PGDATABASE", "PGHOST", "PGPASSWORD", "PGPORT", "PGUSER"]),
+        BTreeSet::from([
+            "DATABASE_URL",
+            "PGDATABASE",
+            "PGHOST",
+            "PGPASSWORD",
+            "PGPORT",
+            "PGUSER"
+        ]),
         "a template decides every key of the target"
     );
     assert_eq!(secret.labels()["app.kubernetes.io/part-of"], "orders");
@@ -513,11 +602,20 @@ async fn database_template_renders_the_connection_string() {
         env.version_data("shop/orders-db", 1).await,
         json!({"user": "orders", "password": "Kq7vN2xW9pLm4Rt8", "host": "orders-db.shop.svc", "port": "5432", "database": "orders"})
     );
-    let remote = env.remote.get_secret("shop/orders-db", None, false).await.expect("remote");
+    let remote = env
+        .remote
+        .get_secret("shop/orders-db", None, false)
+        .await
+        .expect("remote");
     assert_eq!(remote.metadata.max_versions, Some(20));
     assert_eq!(remote.metadata.cas_required, Some(true));
     assert_eq!(
-        remote.metadata.custom_metadata.unwrap_or_default().get("owner").map(String::as_str),
+        remote
+            .metadata
+            .custom_metadata
+            .unwrap_or_default()
+            .get("owner")
+            .map(String::as_str),
         Some("team-shop")
     );
     common::assert_no_leak(&["Kq7vN2xW9pLm4Rt8"]);
@@ -530,7 +628,11 @@ async fn image_pull_secret_is_a_valid_dockerconfigjson() {
     env.remote
         .create_secret(
             "shop/registry",
-            &data(&[("registry", "registry.example.com"), ("username", "robot$shop"), ("password", "rg-9f8e7d6c")]),
+            &data(&[
+                ("registry", "registry.example.com"),
+                ("username", "robot$shop"),
+                ("password", "rg-9f8e7d6c"),
+            ]),
             None,
         )
         .await
@@ -538,8 +640,13 @@ async fn image_pull_secret_is_a_valid_dockerconfigjson() {
     apply_all(&env.client, &example("image-pull-secret.yaml")).await;
 
     wait_ready(&env, "shop", "registry-pull").await;
-    let secret = target(&env, "shop", "registry-pull").await.expect("target Secret");
-    assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/dockerconfigjson"));
+    let secret = target(&env, "shop", "registry-pull")
+        .await
+        .expect("target Secret");
+    assert_eq!(
+        secret.type_.as_deref(),
+        Some("kubernetes.io/dockerconfigjson")
+    );
     let cfg: Value = serde_json::from_str(&string_data(&secret)[".dockerconfigjson"])
         .expect(".dockerconfigjson is JSON");
     assert_eq!(
@@ -553,19 +660,44 @@ async fn pinned_mirror_example_mirrors_the_pinned_version() {
     let env = Env::start().await;
     connect_shop(&env).await;
     let path = "shop/payment-api-key";
-    env.remote.create_secret(path, &data(&[("api_key", "pk-v1-1111")]), None).await.expect("v1");
-    env.remote.update_secret(path, Some(1), None, Some(&data(&[("api_key", "pk-v2-2222")]))).await.expect("v2");
-    env.remote.update_secret(path, Some(2), None, Some(&data(&[("api_key", "pk-v3-3333")]))).await.expect("v3");
+    env.remote
+        .create_secret(path, &data(&[("api_key", "pk-v1-1111")]), None)
+        .await
+        .expect("v1");
+    env.remote
+        .update_secret(
+            path,
+            Some(1),
+            None,
+            Some(&data(&[("api_key", "pk-v2-2222")])),
+        )
+        .await
+        .expect("v2");
+    env.remote
+        .update_secret(
+            path,
+            Some(2),
+            None,
+            Some(&data(&[("api_key", "pk-v3-3333")])),
+        )
+        .await
+        .expect("v3");
     apply_all(&env.client, &example("mirror-pinned-version.yaml")).await;
 
     let obj = wait_ready(&env, "shop", "payment-api-key").await;
     let status = obj.status.expect("status");
     assert_eq!(status.synced_version, Some(2));
     assert_eq!(status.current_version, Some(3));
-    let secret = target(&env, "shop", "payment-api-key").await.expect("target Secret");
+    let secret = target(&env, "shop", "payment-api-key")
+        .await
+        .expect("target Secret");
     assert_eq!(string_data(&secret)["api_key"], "pk-v2-2222");
     assert_eq!(secret.annotations()["okms.dev/version"], "2");
-    assert_eq!(env.versions(path).await.len(), 3, "mirror-only never writes");
+    assert_eq!(
+        env.versions(path).await.len(),
+        3,
+        "mirror-only never writes"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -616,5 +748,10 @@ async fn cluster_connection_serves_allowed_namespaces_and_paths_only() {
         .into_iter()
         .map(|s| s.path)
         .collect();
-    assert!(!paths.iter().any(|p| p == "team-a/stolen" || p == "team-b/db"), "{paths:?}");
+    assert!(
+        !paths
+            .iter()
+            .any(|p| p == "team-a/stolen" || p == "team-b/db"),
+        "{paths:?}"
+    );
 }

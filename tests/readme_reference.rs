@@ -1,0 +1,240 @@
+//! README.md cannot drift from the code: every field of the generated CRD schemas is in its
+//! kind's field reference, every stable reason of `src/error.rs` is in the troubleshooting
+//! section, every metric and `run` flag is documented, and the page starts with the two
+//! commands.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde_json::Value;
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(rel))
+        .unwrap_or_else(|e| panic!("read {rel}: {e}"))
+}
+
+fn readme() -> String {
+    read("README.md")
+}
+
+/// The text of the `## ` section whose heading starts with `heading`, up to the next `## `.
+fn section<'a>(text: &'a str, heading: &str) -> &'a str {
+    let marker = format!("\n## {heading}");
+    let start = text
+        .find(&marker)
+        .unwrap_or_else(|| panic!("README has no section `## {heading}`"));
+    let body = &text[start + marker.len()..];
+    let end = body.find("\n## ").unwrap_or(body.len());
+    &body[..end]
+}
+
+/// The `### ` subsections of a section, as (heading, body).
+fn subsections(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for part in text.split("\n### ").skip(1) {
+        let (heading, body) = part.split_once('\n').unwrap_or((part, ""));
+        out.push((heading.trim().to_string(), body.to_string()));
+    }
+    out
+}
+
+fn words(text: &str) -> BTreeSet<&str> {
+    text.split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// Dotted paths of every field under `schema` (`[]` marks list items of objects).
+fn field_paths(schema: &Value, prefix: &str, out: &mut Vec<String>) {
+    if let Some(props) = schema["properties"].as_object() {
+        for (name, sub) in props {
+            let path = format!("{prefix}.{name}");
+            out.push(path.clone());
+            field_paths(sub, &path, out);
+        }
+    }
+    let items = &schema["items"];
+    if items["properties"].is_object() {
+        field_paths(items, &format!("{prefix}[]"), out);
+    }
+}
+
+#[test]
+fn readme_starts_with_the_two_commands() {
+    let text = readme();
+    let mut lines = text.lines();
+    let title = lines.next().unwrap_or_default();
+    assert!(
+        title.starts_with("# "),
+        "README must start with its title line, found {title:?}"
+    );
+    let rest: Vec<&str> = lines.skip_while(|l| l.trim().is_empty()).take(4).collect();
+    assert_eq!(
+        rest,
+        [
+            "```sh",
+            "cargo run --release -- sandbox    # the one-command try-out: both emulators + the operator, no cluster needed",
+            "cargo test --workspace            # the whole test suite, no cluster or OVH account needed",
+            "```",
+        ],
+        "the first thing after the title must be the fenced block with exactly the two commands"
+    );
+}
+
+#[test]
+fn every_crd_field_is_in_the_field_reference() {
+    let text = readme();
+    let reference = section(&text, "Field reference");
+    let subs = subsections(reference);
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for crd in okms_operator::crd::crds() {
+        let crd = serde_json::to_value(&crd).expect("CRD as JSON");
+        let kind = crd["spec"]["names"]["kind"]
+            .as_str()
+            .expect("kind")
+            .to_string();
+        let (_, body) = subs
+            .iter()
+            .find(|(h, _)| words(h).contains(kind.as_str()))
+            .unwrap_or_else(|| {
+                panic!("README's field reference has no `### ` heading naming {kind}")
+            });
+        let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        let mut paths = Vec::new();
+        for root in ["spec", "status"] {
+            field_paths(&schema["properties"][root], root, &mut paths);
+        }
+        assert!(
+            paths.len() > 10,
+            "{kind}: the schema walk found only {paths:?}"
+        );
+        for path in paths {
+            checked += 1;
+            if !body.contains(&format!("`{path}`")) {
+                missing.push(format!("{kind}: {path}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "README's field reference lacks these CRD fields (add a row with type, default and meaning):\n  {}",
+        missing.join("\n  ")
+    );
+    assert!(checked > 100, "only {checked} field paths checked");
+}
+
+/// The reason strings `Error::reason` returns, read from the source.
+fn error_reasons() -> BTreeSet<String> {
+    let src = read("src/error.rs");
+    let start = src
+        .find("pub fn reason(&self)")
+        .expect("Error::reason in src/error.rs");
+    let body = &src[start..];
+    let end = body.find("\n    }\n").expect("end of Error::reason");
+    let reasons: BTreeSet<String> = body[..end]
+        .split("=> \"")
+        .skip(1)
+        .filter_map(|s| s.split('"').next())
+        .map(str::to_string)
+        .collect();
+    assert!(
+        reasons.len() >= 10,
+        "parsed only {reasons:?} from Error::reason"
+    );
+    reasons
+}
+
+#[test]
+fn every_reason_has_troubleshooting() {
+    let text = readme();
+    let troubleshooting = section(&text, "Troubleshooting");
+    let mut reasons = error_reasons();
+    // success reasons of the OkmsSecret and connection reconcilers, and event-only reasons
+    let controller = read("src/controller/okms_secret.rs") + &read("src/controller/connection.rs");
+    for r in [
+        "Created",
+        "VersionWritten",
+        "Mirrored",
+        "Synced",
+        "Connected",
+        "RolloutRestarted",
+        "RolloutRestartFailed",
+        "Deleted",
+    ] {
+        assert!(
+            controller.contains(&format!("\"{r}\"")),
+            "reason {r} no longer exists in the controllers"
+        );
+        reasons.insert(r.to_string());
+    }
+    let missing: Vec<&String> = reasons
+        .iter()
+        .filter(|r| !troubleshooting.contains(&format!("`{r}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "README's troubleshooting section lacks reasons {missing:?}"
+    );
+
+    // and the failure table lists no reason the code does not have
+    let known = error_reasons();
+    for row in troubleshooting.lines().filter(|l| l.starts_with("| `")) {
+        let reason = row
+            .trim_start_matches("| `")
+            .split('`')
+            .next()
+            .unwrap_or_default();
+        assert!(
+            known.contains(reason),
+            "README documents reason {reason:?}, which Error::reason never returns"
+        );
+    }
+}
+
+#[test]
+fn every_metric_and_run_flag_is_documented() {
+    let text = readme();
+    let metrics_src = read("src/metrics.rs");
+    let metrics_doc = section(&text, "Metrics");
+    let mut names = Vec::new();
+    for part in metrics_src.split("registry.register(").skip(1) {
+        let name = part.split('"').nth(1).expect("metric name");
+        names.push(name.to_string());
+    }
+    assert!(names.len() >= 8, "parsed metrics {names:?}");
+    for name in names {
+        let full = format!("okms_operator_{name}");
+        assert!(
+            metrics_doc.contains(&full),
+            "README's metrics section lacks {full}"
+        );
+    }
+
+    let main = read("src/main.rs");
+    let start = main
+        .find("struct RunArgs {")
+        .expect("RunArgs in src/main.rs");
+    let body = &main[start..];
+    let body = &body[..body.find("\n}").expect("end of RunArgs")];
+    let flags: Vec<String> = body
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let (field, _) = l.split_once(": ")?;
+            let field = field.strip_prefix("pub ").unwrap_or(field);
+            field
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c == '_')
+                .then(|| format!("--{}", field.replace('_', "-")))
+        })
+        .collect();
+    assert!(flags.len() >= 6, "parsed flags {flags:?}");
+    let cli_doc = section(&text, "Command line");
+    for flag in flags {
+        assert!(
+            cli_doc.contains(&format!("`{flag}`")),
+            "README's command line section lacks {flag}"
+        );
+    }
+}
