@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use okms_operator::config::Config;
 use okms_operator::controller::{self, Context};
 use okms_operator::http::{self, Health};
+use okms_operator::leader::{self, Elector, LeaseConfig};
 use okms_operator::metrics::Metrics;
 use okms_operator::telemetry::{self, LogFormat};
 
@@ -34,6 +35,28 @@ enum Command {
     Run(RunArgs),
     /// Print every CRD as multi-document YAML.
     Crd,
+    /// Try it out: both emulators, the CRDs, a connection, the quickstart and the operator, all
+    /// in this process. State lives in `.sandbox/`.
+    Sandbox(SandboxArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct SandboxArgs {
+    /// State directory (kubeconfig, OKMS certificates, persisted OKMS store).
+    #[arg(long, default_value = ".sandbox")]
+    dir: std::path::PathBuf,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Address of the Kubernetes API emulator (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    kube_listen: SocketAddr,
+    /// Address of the OKMS emulator (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    okms_listen: SocketAddr,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
+    log_format: LogFormat,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -67,6 +90,9 @@ struct RunArgs {
         default_value = "1h"
     )]
     default_refresh_interval: String,
+    /// How long a leader's Lease is valid without renewal (a standby takes over after it).
+    #[arg(long, env = "OKMS_OPERATOR_LEASE_DURATION", default_value = "15s")]
+    lease_duration: String,
     /// Namespace of the operator's own objects (HMAC key Secret, Lease); default: $POD_NAMESPACE,
     /// then okms-system.
     #[arg(long, env = "OKMS_OPERATOR_OPERATOR_NAMESPACE")]
@@ -82,6 +108,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Run(args)) => run(args).await,
+        Some(Command::Sandbox(args)) => sandbox(args).await,
         None => run(cli.run).await,
     }
 }
@@ -95,9 +122,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .operator_namespace
         .or_else(|| std::env::var("POD_NAMESPACE").ok())
         .unwrap_or_else(|| "okms-system".into());
-    if args.leader_election {
-        anyhow::bail!("--leader-election is not implemented yet; run a single replica");
-    }
+    let lease_duration = okms_operator::controller::plan::parse_duration(&args.lease_duration)
+        .map_err(|e| anyhow::anyhow!("--lease-duration: {e}"))?
+        .max(Duration::from_secs(1));
     let config = Config {
         operator_namespace: operator_namespace.clone(),
         namespace: args.namespace,
@@ -118,8 +145,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .with_context(|| format!("HMAC key Secret in namespace {operator_namespace:?}"))?;
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
-    health.leadership_known.store(true, Ordering::Relaxed);
-    metrics.leader.set(1);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut http_stop = stop_rx.clone();
@@ -140,9 +165,87 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::info!("shutting down: finishing in-flight reconciles");
         let _ = stop_tx.send(true);
     });
-    let ctx = Context::new(client, config, hmac, metrics).with_health(health);
-    controller::run(ctx, stop_rx).await;
+
+    let elector = args.leader_election.then(|| {
+        Elector::new(client.clone(), LeaseConfig::new(&operator_namespace, &leader::identity(), lease_duration))
+    });
+    // the controllers stop on shutdown, and on loss of leadership
+    let (run_tx, run_rx) = tokio::sync::watch::channel(false);
+    let mut lost = false;
+    if let Some(elector) = &elector {
+        // a standby is ready: it knows it is not the leader and has nothing to sync
+        health.leadership_known.store(true, Ordering::Relaxed);
+        health.watches_synced.store(true, Ordering::Relaxed);
+        let mut stop = stop_rx.clone();
+        if !elector.acquire(&mut stop).await {
+            let _ = http_task.await;
+            return Ok(());
+        }
+        health.watches_synced.store(false, Ordering::Relaxed);
+    } else {
+        health.leadership_known.store(true, Ordering::Relaxed);
+    }
+    metrics.leader.set(1);
+
+    let ctx = Context::new(client, config, hmac, metrics.clone()).with_health(health);
+    let controllers = controller::run(ctx, run_rx);
+    tokio::pin!(controllers);
+    let mut stop = stop_rx.clone();
+    let keep = async {
+        match &elector {
+            Some(e) => e.keep(&mut stop).await,
+            None => {
+                let _ = stop.wait_for(|s| *s).await;
+                false
+            }
+        }
+    };
+    tokio::select! {
+        _ = &mut controllers => {}
+        lost_it = keep => {
+            lost = lost_it;
+            let _ = run_tx.send(true);
+            controllers.await;
+        }
+    }
+    metrics.leader.set(0);
+    if let Some(elector) = &elector
+        && !lost
+    {
+        elector.release().await;
+    }
+    if lost {
+        // another replica may already be writing: exit at once and let Kubernetes restart us
+        anyhow::bail!("lost leadership of the Lease; exiting");
+    }
     let _ = http_task.await;
+    Ok(())
+}
+
+async fn sandbox(args: SandboxArgs) -> anyhow::Result<()> {
+    telemetry::init(args.log_format);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let sandbox = okms_operator::sandbox::start(okms_operator::sandbox::Options {
+        dir: args.dir,
+        metrics_addr: args.metrics_addr,
+        kube_listen: args.kube_listen,
+        okms_listen: args.okms_listen,
+    })
+    .await?;
+    println!("{}", sandbox.instructions());
+    tokio::select! {
+        ready = sandbox.wait_quickstart_ready(Duration::from_secs(60)) => {
+            if ready {
+                tracing::info!("quickstart OkmsSecret default/db is Ready");
+            } else {
+                tracing::warn!("quickstart OkmsSecret default/db is not Ready after 60s: kubectl describe okmssecret db");
+            }
+            shutdown_signal().await;
+        }
+        _ = shutdown_signal() => {}
+    }
+    tracing::info!("stopping the sandbox");
+    sandbox.shutdown().await;
     Ok(())
 }
 

@@ -399,7 +399,8 @@ where
             .map_err(Error::from),
         Err(e) => Err(e),
     };
-    let mut st = obj.connection_status().cloned().unwrap_or_default();
+    let previous = obj.connection_status().cloned().unwrap_or_default();
+    let mut st = previous.clone();
     let now = Utc::now();
     let generation = obj.meta().generation;
     match &outcome {
@@ -421,10 +422,21 @@ where
     }
     st.observed_generation = generation;
     st.last_probe_time = Some(now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-    let api = K::api(&ctx.client, &namespace);
-    let patch = json!({ "status": st });
-    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
+    // a status write wakes this controller again: write only what changed, and the probe time
+    // only when it is older than half a probe interval
+    let probe_is_recent = previous
+        .last_probe_time
+        .as_deref()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .is_some_and(|t| {
+            (now - t.with_timezone(&Utc)).to_std().unwrap_or_default() < ctx.config.connection_probe_interval / 2
+        });
+    let unchanged = previous.conditions == st.conditions && previous.observed_generation == st.observed_generation;
+    if !(unchanged && probe_is_recent) {
+        let api = K::api(&ctx.client, &namespace);
+        let patch = json!({ "status": st });
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    }
     let reason = match &outcome {
         Ok(()) => "Connected",
         Err(e) => e.reason(),

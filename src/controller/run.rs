@@ -7,10 +7,10 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
-use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::watcher::{self, watcher};
+use kube::runtime::{WatchStreamExt, predicates};
 use kube::{Resource, ResourceExt};
 use tracing::debug;
 
@@ -64,92 +64,66 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
     .touched_objects();
 
     // source Secrets: metadata only, mapped through the reverse index
-    let sources = watcher(
-        namespaced::<PartialObjectMeta<Secret>>(&client, ns),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .touched_objects();
+    let sources = watcher(namespaced::<PartialObjectMeta<Secret>>(&client, ns), watcher::Config::default())
+        .default_backoff()
+        .touched_objects();
+
+    // connections: only spec changes matter to OkmsSecrets (a probe's status write would
+    // otherwise re-reconcile every OkmsSecret using the connection)
+    let connections = watcher(namespaced::<OkmsConnection>(&client, ns), watcher::Config::default())
+        .default_backoff()
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    let cluster_connections = watcher(Api::<ClusterOkmsConnection>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
 
     let health = ctx.health.clone();
     let ready_reader = reader.clone();
     tokio::spawn(async move {
         if ready_reader.wait_until_ready().await.is_ok() {
-            health
-                .watches_synced
-                .store(true, std::sync::atomic::Ordering::Relaxed);
+            health.watches_synced.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     });
-    let idx = ctx.clone();
-    let idx2 = ctx.clone();
-    let idx3 = ctx.clone();
+    let by_source = ctx.clone();
+    let by_connection = ctx.clone();
+    let by_cluster_connection = ctx.clone();
     let secrets_controller = Controller::for_stream(okms_secrets, reader)
         .with_config(concurrency.clone())
         .watches_stream(targets, |s: PartialObjectMeta<Secret>| {
             let owner = s.labels().get(LABEL_SECRET).cloned();
-            owner.map(|name| {
-                ObjectRef::new(name.as_str()).within(&s.namespace().unwrap_or_default())
-            })
+            owner.map(|name| ObjectRef::new(name.as_str()).within(&s.namespace().unwrap_or_default()))
         })
         .watches_stream(sources, move |s: PartialObjectMeta<Secret>| {
-            idx.index
-                .lookup(&("Secret", s.namespace().unwrap_or_default(), s.name_any()))
+            by_source.index.lookup(&("Secret", s.namespace().unwrap_or_default(), s.name_any()))
         })
-        .watches(
-            namespaced::<OkmsConnection>(&client, ns),
-            watcher::Config::default(),
-            move |c| {
-                idx2.index.lookup(&(
-                    "OkmsConnection",
-                    c.namespace().unwrap_or_default(),
-                    c.name_any(),
-                ))
-            },
-        )
-        .watches(
-            Api::<ClusterOkmsConnection>::all(client.clone()),
-            watcher::Config::default(),
-            move |c| {
-                idx3.index
-                    .lookup(&("ClusterOkmsConnection", String::new(), c.name_any()))
-            },
-        )
+        .watches_stream(connections, move |c: OkmsConnection| {
+            by_connection.index.lookup(&("OkmsConnection", c.namespace().unwrap_or_default(), c.name_any()))
+        })
+        .watches_stream(cluster_connections, move |c: ClusterOkmsConnection| {
+            by_cluster_connection.index.lookup(&("ClusterOkmsConnection", String::new(), c.name_any()))
+        })
         .graceful_shutdown_on(stopped(shutdown.clone()))
-        .run(
-            okms_secret::reconcile,
-            okms_secret::error_policy,
-            ctx.clone(),
-        )
+        .run(okms_secret::reconcile, okms_secret::error_policy, ctx.clone())
         .for_each(|res| async move {
             if let Err(e) = res {
                 debug!(error = %e, "OkmsSecret reconcile error");
             }
         });
 
-    let connections = Controller::new(
-        namespaced::<OkmsConnection>(&client, ns),
-        watcher::Config::default(),
-    )
-    .with_config(concurrency.clone())
-    .graceful_shutdown_on(stopped(shutdown.clone()))
-    .run(
-        reconcile_connection::<OkmsConnection>,
-        connection_error_policy,
-        ctx.clone(),
-    )
-    .for_each(|_| async {});
-    let cluster_connections = Controller::new(
-        Api::<ClusterOkmsConnection>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .with_config(concurrency)
-    .graceful_shutdown_on(stopped(shutdown))
-    .run(
-        reconcile_connection::<ClusterOkmsConnection>,
-        connection_error_policy,
-        ctx.clone(),
-    )
-    .for_each(|_| async {});
+    let connection_controller =
+        Controller::new(namespaced::<OkmsConnection>(&client, ns), watcher::Config::default())
+            .with_config(concurrency.clone())
+            .graceful_shutdown_on(stopped(shutdown.clone()))
+            .run(reconcile_connection::<OkmsConnection>, connection_error_policy, ctx.clone())
+            .for_each(|_| async {});
+    let cluster_connection_controller =
+        Controller::new(Api::<ClusterOkmsConnection>::all(client.clone()), watcher::Config::default())
+            .with_config(concurrency)
+            .graceful_shutdown_on(stopped(shutdown))
+            .run(reconcile_connection::<ClusterOkmsConnection>, connection_error_policy, ctx.clone())
+            .for_each(|_| async {});
 
-    tokio::join!(secrets_controller, connections, cluster_connections);
+    tokio::join!(secrets_controller, connection_controller, cluster_connection_controller);
 }
