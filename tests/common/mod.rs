@@ -62,13 +62,20 @@ fn init_logging() {
 
 /// Everything logged so far by this test binary.
 pub fn logs() -> String {
-    LOGS.get().map(|b| String::from_utf8_lossy(&b.lock().map(|v| v.clone()).unwrap_or_default()).into_owned()).unwrap_or_default()
+    LOGS.get()
+        .map(|b| {
+            String::from_utf8_lossy(&b.lock().map(|v| v.clone()).unwrap_or_default()).into_owned()
+        })
+        .unwrap_or_default()
 }
 
 /// Fails if any of `values` appears in the captured logs.
 pub fn assert_no_leak(values: &[&str]) {
     let logs = logs();
-    assert!(!logs.is_empty(), "log capture saw nothing: the check would prove nothing");
+    assert!(
+        !logs.is_empty(),
+        "log capture saw nothing: the check would prove nothing"
+    );
     for v in values {
         assert!(!logs.contains(v), "secret value {v:?} leaked into the logs");
     }
@@ -95,7 +102,10 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { start_controller: true, refresh: Duration::from_secs(3600) }
+        Self {
+            start_controller: true,
+            refresh: Duration::from_secs(3600),
+        }
     }
 }
 
@@ -111,19 +121,30 @@ impl Env {
         let okms = okms_emulator::start(okms_emulator::Config::new(dir.path().join("okms")))
             .await
             .expect("okms-emulator starts");
-        let kube = kube_emulator::start(kube_emulator::Options::default()).await.expect("kube-emulator starts");
+        let kube = kube_emulator::start(kube_emulator::Options::default())
+            .await
+            .expect("kube-emulator starts");
         let client = kube.client();
 
         install_crds(&client).await;
         for ns in [NS, OPERATOR_NS] {
             let api: Api<Namespace> = Api::all(client.clone());
             let n: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
-            api.create(&PostParams::default(), &n).await.expect("create namespace");
+            api.create(&PostParams::default(), &n)
+                .await
+                .expect("create namespace");
         }
         let cert = std::fs::read(okms.client_cert_path()).expect("client cert");
         let key = std::fs::read(okms.client_key_path()).expect("client key");
         let ca = std::fs::read_to_string(okms.ca_pem_path()).expect("CA");
-        create_secret_typed(&client, NS, "okms-cert", "kubernetes.io/tls", [("tls.crt", cert.clone()), ("tls.key", key.clone())]).await;
+        create_secret_typed(
+            &client,
+            NS,
+            "okms-cert",
+            "kubernetes.io/tls",
+            [("tls.crt", cert.clone()), ("tls.key", key.clone())],
+        )
+        .await;
         apply(
             &client,
             json!({
@@ -141,15 +162,29 @@ impl Env {
         let mut config = ClientConfig::new(
             okms.endpoint().parse().expect("endpoint URL"),
             okms.okms_id(),
-            Auth::Mtls { cert_pem: cert, key_pem: key.into() },
+            Auth::Mtls {
+                cert_pem: cert,
+                key_pem: key.into(),
+            },
         );
         config.extra_roots_pem = Some(ca.into_bytes());
         config.retry = RetryPolicy::none();
         let remote = OkmsClient::new(config).expect("direct OKMS client");
 
-        let hmac = hmac::load_or_create(&client, OPERATOR_NS).await.expect("HMAC key");
+        let hmac = hmac::load_or_create(&client, OPERATOR_NS)
+            .await
+            .expect("HMAC key");
         let ctx = new_context(&client, hmac, opts.refresh);
-        let mut env = Env { kube, okms, client, remote, ctx, stop: None, task: None, _dir: dir };
+        let mut env = Env {
+            kube,
+            okms,
+            client,
+            remote,
+            ctx,
+            stop: None,
+            task: None,
+            _dir: dir,
+        };
         if opts.start_controller {
             env.start_controller().await;
         }
@@ -158,7 +193,9 @@ impl Env {
 
     /// Starts the controllers with a fresh Context (as a restarted operator process would).
     pub async fn start_controller(&mut self) {
-        let hmac = hmac::load_or_create(&self.client, OPERATOR_NS).await.expect("HMAC key");
+        let hmac = hmac::load_or_create(&self.client, OPERATOR_NS)
+            .await
+            .expect("HMAC key");
         self.ctx = new_context(&self.client, hmac, self.ctx.config.default_refresh_interval);
         let (tx, rx) = tokio::sync::watch::channel(false);
         let ctx = self.ctx.clone();
@@ -186,32 +223,52 @@ impl Env {
 
     /// Applies an OkmsSecret (server-side apply, as `kubectl apply --server-side` would).
     pub async fn apply_okms_secret(&self, name: &str, spec: Value) {
-        apply(&self.client, json!({
-            "apiVersion": "okms.dev/v1alpha1", "kind": "OkmsSecret",
-            "metadata": {"name": name, "namespace": NS}, "spec": spec
-        }))
+        apply(
+            &self.client,
+            json!({
+                "apiVersion": "okms.dev/v1alpha1", "kind": "OkmsSecret",
+                "metadata": {"name": name, "namespace": NS}, "spec": spec
+            }),
+        )
         .await;
     }
 
     /// Creates or replaces a source Secret with string data.
     pub async fn put_source(&self, name: &str, data: &[(&str, &str)]) {
-        let data: BTreeMap<String, String> = data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let data: BTreeMap<String, String> = data
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NS}, "stringData": data});
         let api = self.secrets();
         if api.get_opt(name).await.expect("get source").is_some() {
             let mut current = api.get(name).await.expect("get source");
-            current.data = Some(data.into_iter().map(|(k, v)| (k, ByteString(v.into_bytes()))).collect());
-            api.replace(name, &PostParams::default(), &current).await.expect("replace source");
+            current.data = Some(
+                data.into_iter()
+                    .map(|(k, v)| (k, ByteString(v.into_bytes())))
+                    .collect(),
+            );
+            api.replace(name, &PostParams::default(), &current)
+                .await
+                .expect("replace source");
         } else {
             let s: Secret = serde_json::from_value(secret).unwrap();
-            api.create(&PostParams::default(), &s).await.expect("create source");
+            api.create(&PostParams::default(), &s)
+                .await
+                .expect("create source");
         }
     }
 
     /// Target Secret data as strings, if the Secret exists.
     pub async fn target(&self, name: &str) -> Option<BTreeMap<String, String>> {
         let s = self.secrets().get_opt(name).await.expect("get target")?;
-        Some(s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned())).collect())
+        Some(
+            s.data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+                .collect(),
+        )
     }
 
     /// Polls `check` until it returns `Some`, or fails after the deadline naming `what`.
@@ -227,9 +284,13 @@ impl Env {
             }
             if start.elapsed() > DEADLINE {
                 let logs = logs();
-                let file = std::env::temp_dir().join(format!("okms-test-{}.log", std::process::id()));
+                let file =
+                    std::env::temp_dir().join(format!("okms-test-{}.log", std::process::id()));
                 let _ = std::fs::write(&file, &logs);
-                panic!("timed out after {DEADLINE:?} waiting for: {what} (logs: {})", file.display());
+                panic!(
+                    "timed out after {DEADLINE:?} waiting for: {what} (logs: {})",
+                    file.display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(25)).await; // allowed: poll interval of a deadline wait
         }
@@ -238,38 +299,58 @@ impl Env {
     /// Waits until the OkmsSecret's Ready condition has `reason` for its current generation.
     pub async fn wait_reason(&self, name: &str, ready: &str, reasons: &[&str]) -> OkmsSecret {
         let api = self.okms_secrets();
-        self.wait(&format!("{name} Ready={ready} with reason in {reasons:?}"), || {
-            let api = api.clone();
-            async move {
-                let o = api.get_opt(name).await.ok()??;
-                let st = o.status.as_ref()?;
-                let c = st.conditions.iter().find(|c| c.type_ == "Ready")?;
-                let current = st.observed_generation == o.metadata.generation;
-                (current && c.status == ready && reasons.contains(&c.reason.as_str())).then_some(o)
-            }
-        })
+        self.wait(
+            &format!("{name} Ready={ready} with reason in {reasons:?}"),
+            || {
+                let api = api.clone();
+                async move {
+                    let o = api.get_opt(name).await.ok()??;
+                    let st = o.status.as_ref()?;
+                    let c = st.conditions.iter().find(|c| c.type_ == "Ready")?;
+                    let current = st.observed_generation == o.metadata.generation;
+                    (current && c.status == ready && reasons.contains(&c.reason.as_str()))
+                        .then_some(o)
+                }
+            },
+        )
         .await
     }
 
     pub async fn wait_ready(&self, name: &str) -> OkmsSecret {
-        self.wait_reason(name, "True", &["Created", "VersionWritten", "Mirrored", "Synced"]).await
+        self.wait_reason(
+            name,
+            "True",
+            &["Created", "VersionWritten", "Mirrored", "Synced"],
+        )
+        .await
     }
 
     /// Every version of an OKMS secret, oldest first.
     pub async fn versions(&self, path: &str) -> Vec<SecretVersion> {
-        let mut v = self.remote.list_all_versions(path).await.expect("list versions");
+        let mut v = self
+            .remote
+            .list_all_versions(path)
+            .await
+            .expect("list versions");
         v.sort_by_key(|x| x.id);
         v
     }
 
     /// Data of one version, as JSON.
     pub async fn version_data(&self, path: &str, version: u32) -> Value {
-        let v = self.remote.get_version(path, version, true).await.expect("get version");
+        let v = self
+            .remote
+            .get_version(path, version, true)
+            .await
+            .expect("get version");
         Value::Object(v.data.map(SecretData::into_map).unwrap_or_default())
     }
 
     pub async fn delete_okms_secret(&self, name: &str) {
-        self.okms_secrets().delete(name, &DeleteParams::default()).await.expect("delete OkmsSecret");
+        self.okms_secrets()
+            .delete(name, &DeleteParams::default())
+            .await
+            .expect("delete OkmsSecret");
     }
 
     /// Total OKMS API requests the emulator has received.
@@ -303,7 +384,9 @@ fn new_context(client: &Client, hmac: hmac::HmacKey, refresh: Duration) -> Arc<C
 async fn install_crds(client: &Client) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in crds() {
-        api.create(&PostParams::default(), &crd).await.expect("create CRD");
+        api.create(&PostParams::default(), &crd)
+            .await
+            .expect("create CRD");
     }
     let start = Instant::now();
     for crd in crds() {
@@ -319,7 +402,10 @@ async fn install_crds(client: &Client) {
             if established {
                 break;
             }
-            assert!(start.elapsed() < DEADLINE, "CRD {name} never became Established");
+            assert!(
+                start.elapsed() < DEADLINE,
+                "CRD {name} never became Established"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await; // allowed: poll interval of a deadline wait
         }
     }
@@ -329,7 +415,10 @@ async fn install_crds(client: &Client) {
 pub async fn apply(client: &Client, obj: Value) {
     let api_version = obj["apiVersion"].as_str().unwrap_or_default().to_string();
     let kind = obj["kind"].as_str().unwrap_or_default().to_string();
-    let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let ns = obj["metadata"]["namespace"].as_str().map(str::to_string);
     let (group, version) = match api_version.split_once('/') {
         Some((g, v)) => (g.to_string(), v.to_string()),
@@ -342,18 +431,38 @@ pub async fn apply(client: &Client, obj: Value) {
         Some(ns) => Api::namespaced_with(client.clone(), &ns, &ar),
         None => Api::all_with(client.clone(), &ar),
     };
-    api.patch(&name, &PatchParams::apply("test").force(), &Patch::Apply(&obj))
-        .await
-        .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
+    api.patch(
+        &name,
+        &PatchParams::apply("test").force(),
+        &Patch::Apply(&obj),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
 }
 
-pub async fn create_secret_typed<const N: usize>(client: &Client, ns: &str, name: &str, type_: &str, data: [(&str, Vec<u8>); N]) {
+pub async fn create_secret_typed<const N: usize>(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    type_: &str,
+    data: [(&str, Vec<u8>); N],
+) {
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
     let secret = Secret {
-        metadata: kube::api::ObjectMeta { name: Some(name.into()), namespace: Some(ns.into()), ..Default::default() },
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
+            ..Default::default()
+        },
         type_: Some(type_.into()),
-        data: Some(data.into_iter().map(|(k, v)| (k.to_string(), ByteString(v))).collect()),
+        data: Some(
+            data.into_iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v)))
+                .collect(),
+        ),
         ..Default::default()
     };
-    api.create(&PostParams::default(), &secret).await.expect("create Secret");
+    api.create(&PostParams::default(), &secret)
+        .await
+        .expect("create Secret");
 }
