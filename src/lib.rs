@@ -13,6 +13,7 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod okms;
+pub mod rbac;
 pub mod render;
 pub mod sandbox;
 pub mod status;
