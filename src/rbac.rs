@@ -4,8 +4,6 @@
 //!
 //! Every rule names the code that needs it. When code starts (or stops) calling an API, change
 //! this list and `charts/okms-operator/templates/{clusterrole,role}.yaml` together.
-//!
-//! This file is self-contained (no `crate::` paths) so tests can include it directly.
 
 /// Where a rule is granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -7,11 +7,6 @@
 
 mod common;
 
-// Included by path so this test does not depend on `src/lib.rs` exporting the module.
-#[path = "../src/rbac.rs"]
-#[allow(dead_code)]
-mod rbac;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -27,7 +22,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use okms_operator::config::Config;
 use okms_operator::controller::{self, Context};
 use okms_operator::metrics::Metrics;
-use rbac::{RULES, Scope};
+use okms_operator::rbac::{self, RULES, Scope};
 use serde_json::json;
 
 // ---- (a) chart RBAC == RULES ---------------------------------------------------------------
