@@ -21,6 +21,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use okms_operator::config::Config;
 use okms_operator::controller::{self, Context};
+use okms_operator::leader::{Attempt, Elector, LeaseConfig};
 use okms_operator::metrics::Metrics;
 use okms_operator::rbac::{self, RULES, Scope};
 use serde_json::json;
@@ -419,6 +420,19 @@ async fn every_request_of_the_operator_is_granted() {
     let hmac = okms_operator::hmac::load_or_create(&op_client, OPERATOR_NS)
         .await
         .expect("HMAC key through the proxy");
+    // leader election, as `okms-operator run --leader-election` does: acquire (create), renew
+    let elector = Elector::new(
+        op_client.clone(),
+        LeaseConfig::new(OPERATOR_NS, "rbac-test", Duration::from_secs(15)),
+    );
+    assert_eq!(
+        elector.try_acquire().await.expect("acquire the Lease"),
+        Attempt::Leading
+    );
+    assert_eq!(
+        elector.try_acquire().await.expect("renew the Lease"),
+        Attempt::Leading
+    );
     let config = Config {
         operator_namespace: OPERATOR_NS.into(),
         concurrency: 8,
@@ -504,6 +518,7 @@ async fn every_request_of_the_operator_is_granted() {
 
     let _ = stop.send(true);
     let _ = tokio::time::timeout(common::DEADLINE, task).await;
+    elector.release().await;
 
     let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
     let calls: BTreeSet<Call> = seen
@@ -535,6 +550,8 @@ async fn every_request_of_the_operator_is_granted() {
         ("patch", "clusterokmsconnections/status"),
         ("create", "events"),
         ("patch", "deployments"),
+        ("create", "leases"),
+        ("update", "leases"),
     ] {
         assert!(
             used.contains(&(verb.to_string(), resource.to_string())),
@@ -547,9 +564,6 @@ async fn every_request_of_the_operator_is_granted() {
         ("apps", "statefulsets", "patch"), // rollout targets here are Deployments only
         ("apps", "daemonsets", "patch"),   // idem
         ("events.k8s.io", "events", "patch"), // kube Recorder: only when an identical event repeats
-        ("coordination.k8s.io", "leases", "get"), // leader election is not run in this test
-        ("coordination.k8s.io", "leases", "create"),
-        ("coordination.k8s.io", "leases", "update"),
     ];
     let unexercised: Vec<(&str, &str, &str)> = RULES
         .iter()
