@@ -49,10 +49,17 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
         wc = wc.labels(sel);
     }
     let (reader, writer) = reflector::store::<OkmsSecret>();
+    let health = ctx.health.clone();
     let okms_secrets = watcher(namespaced::<OkmsSecret>(&client, ns), wc)
         .default_backoff()
         .modify(|o| o.managed_fields_mut().clear())
         .reflect(writer)
+        .inspect(move |event| {
+            if let Ok(watcher::Event::InitDone) = event {
+                debug!("OkmsSecret watch synced");
+                health.watches_synced.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
         .applied_objects();
 
     // target Secrets: metadata only, our label only
@@ -79,13 +86,6 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());
 
-    let health = ctx.health.clone();
-    let ready_reader = reader.clone();
-    tokio::spawn(async move {
-        if ready_reader.wait_until_ready().await.is_ok() {
-            health.watches_synced.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-    });
     let by_source = ctx.clone();
     let by_connection = ctx.clone();
     let by_cluster_connection = ctx.clone();
