@@ -194,13 +194,17 @@ fn chart_passes_every_operator_flag() {
             continue;
         }
         assert!(
-            deployment.contains(&format!("- {flag}=")),
+            deployment.contains(&format!("- {flag}="))
+                || deployment.contains(&format!("printf \"{flag}=%s\"")),
             "chart Deployment does not pass {flag}"
         );
     }
     // and the other way: the chart passes no flag the binary would refuse
+    let mut passed = 0;
     for line in deployment.lines() {
-        if let Some(flag) = line.trim().strip_prefix("- --") {
+        let line = line.trim().replace("{{ printf \"", "");
+        if let Some(flag) = line.strip_prefix("- --") {
+            passed += 1;
             let flag = format!("--{}", flag.split('=').next().unwrap_or_default());
             assert!(
                 flags.contains(&flag),
@@ -208,6 +212,11 @@ fn chart_passes_every_operator_flag() {
             );
         }
     }
+    assert_eq!(
+        passed,
+        flags.len() - 1,
+        "every flag but --operator-namespace, once"
+    );
     for arg in [
         "- run",
         "--metrics-addr=0.0.0.0:{{ .Values.operator.metricsPort }}",
