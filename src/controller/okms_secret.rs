@@ -188,6 +188,14 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
     let desired_hmac = desired_text.as_ref().map(|t| ctx.hmac.digest(t.as_bytes()));
 
     let target = spec.target.clone().unwrap_or_default();
+    // With a source (and Overwrite) the mirrored data will be the desired data, known before any
+    // write: a target it cannot render (template naming a missing key, undecodable Base64) is
+    // refused now, instead of after the data was written to OKMS.
+    if let Some(desired) = &desired
+        && spec.update_policy.unwrap_or_default() == UpdatePolicy::Overwrite
+    {
+        render::render_target(desired, &target)?;
+    }
     let target_name = target.name.clone().unwrap_or_else(|| name.clone());
     let creation = target.creation_policy.unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
