@@ -78,6 +78,10 @@ fn object_meta(b: &[u8]) -> Result<Value, String> {
     let mut finalizers = Vec::new();
     for (n, f) in fields(b)? {
         let Field::Bytes(x) = f else { continue };
+        // proto2 optional strings arrive even when empty; the JSON form omits them.
+        if x.is_empty() {
+            continue;
+        }
         match n {
             1 => {
                 m.insert("name".into(), json!(string(x)?));

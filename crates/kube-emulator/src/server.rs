@@ -20,7 +20,7 @@ use crate::error::ApiError;
 use crate::faults::{Control, Faults};
 use crate::registry::ResourceDef;
 use crate::selector::{FieldSelector, LabelSelector};
-use crate::store::{DeleteOpts, ObjKey, PatchType, Propagation, Store, WriteOpts, to_version};
+use crate::store::{DeleteOpts, Obj, ObjKey, PatchType, Propagation, Store, WriteOpts, to_version};
 use crate::table::{self, IncludeObject};
 use crate::watch::{WatchParams, watch};
 use crate::{discovery, openapi};
@@ -74,7 +74,7 @@ impl Selectors {
         Ok(Self { label, field })
     }
 
-    fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.label.is_none() && self.field.is_none()
     }
 
@@ -151,6 +151,20 @@ fn columns(def: &ResourceDef, version: &str) -> Vec<table::Column> {
         Some(v) => table::columns_for_crd_version(v),
         None => table::builtin_columns(&def.kind),
     }
+}
+
+#[derive(serde::Deserialize)]
+struct MetadataOnly {
+    #[serde(default)]
+    metadata: Value,
+}
+
+/// `PartialObjectMetadata` of a stored object, parsing only its metadata.
+pub fn partial_of(obj: &Obj) -> Value {
+    let meta = serde_json::from_slice::<MetadataOnly>(&obj.0)
+        .map(|m| m.metadata)
+        .unwrap_or_else(|_| json!({}));
+    json!({ "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta })
 }
 
 fn partial(obj: &Value) -> Value {
@@ -527,7 +541,7 @@ async fn resource(
             let selectors = Selectors::parse(q)?;
             let (table, _) = app.store.snapshot(&def.gr());
             for (k, obj) in table.iter() {
-                if ns.as_deref().is_some_and(|n| n != k.0) || !selectors.matches(obj) {
+                if ns.as_deref().is_some_and(|n| n != k.0) || !selectors.matches(&obj.value()) {
                     continue;
                 }
                 match app.store.delete(&def, k, &dopts) {
@@ -635,7 +649,7 @@ fn list(
         (None, Some(n)) => Bound::Included((n.to_string(), String::new())),
         (None, None) => Bound::Unbounded,
     };
-    let mut items: Vec<Arc<Value>> = Vec::new();
+    let mut items: Vec<Obj> = Vec::new();
     let mut last: Option<ObjKey> = None;
     let mut more = false;
     for (k, obj) in table.range((lower, Bound::Unbounded)) {
@@ -647,7 +661,7 @@ fn list(
             break;
         }
         last = Some(k.clone());
-        if selectors.is_empty() || selectors.matches(obj) {
+        if selectors.is_empty() || selectors.matches(&obj.value()) {
             items.push(obj.clone());
         }
     }
@@ -663,7 +677,7 @@ fn list(
         Output::Table(include) => {
             let objs: Vec<Value> = items
                 .iter()
-                .map(|o| (*to_version(o, &av)).clone())
+                .map(|o| (*to_version(&o.value(), &av)).clone())
                 .collect();
             let t = render_table(&columns(def, version), &objs, *include, list_meta);
             Ok(json_response(StatusCode::OK, &t))
@@ -677,7 +691,7 @@ fn list(
                 if i > 0 {
                     out.push(b',');
                 }
-                write_json(&mut out, &partial(o));
+                write_json(&mut out, &partial_of(o));
             }
             out.extend_from_slice(b"]}");
             Ok(bytes_response(StatusCode::OK, out))
@@ -690,11 +704,16 @@ fn list(
             );
             out.pop();
             out.extend_from_slice(b",\"items\":[");
+            let as_stored = version == def.storage_version;
             for (i, o) in items.iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_json(&mut out, &to_version(o, &av));
+                if as_stored {
+                    out.extend_from_slice(&o.0);
+                } else {
+                    write_json(&mut out, &to_version(&o.value(), &av));
+                }
             }
             out.extend_from_slice(b"]}");
             Ok(bytes_response(StatusCode::OK, out))

@@ -1,4 +1,4 @@
-//! The object store: every object as an `Arc<Value>` in a persistent ordered map per resource
+//! The object store: every object as compact JSON bytes in a persistent ordered map per resource
 //! (cheap O(1) snapshots for lists and consistent pagination), one global resourceVersion, a
 //! bounded per-resource event history for watches, and the write semantics of the API server
 //! (generation, status subresource, finalizers, garbage collection, namespace and CRD cleanup).
@@ -17,7 +17,25 @@ use crate::{builtin, crd, schema, ssa};
 /// (namespace, name); the namespace is empty for cluster-scoped objects.
 pub type ObjKey = (String, String);
 /// One resource's objects, in storage form.
-pub type Table = imbl::OrdMap<ObjKey, Arc<Value>>;
+pub type Table = imbl::OrdMap<ObjKey, Obj>;
+
+/// A stored object as compact JSON bytes: several times smaller than a `serde_json::Value`
+/// tree (small maps cost a whole B-tree node each), and sent as is by lists and watches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Obj(pub bytes::Bytes);
+
+impl Obj {
+    pub fn new(v: &Value) -> Self {
+        Obj(bytes::Bytes::from(
+            serde_json::to_vec(v).unwrap_or_default(),
+        ))
+    }
+
+    /// The object as a value (stored bytes are always valid JSON).
+    pub fn value(&self) -> Arc<Value> {
+        Arc::new(serde_json::from_slice(&self.0).unwrap_or(Value::Null))
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventType {
@@ -42,7 +60,9 @@ pub struct WatchEvent {
     pub typ: EventType,
     pub gr: Gr,
     pub rv: u64,
-    pub obj: Arc<Value>,
+    /// The object's namespace (empty when cluster-scoped), so watchers filter without parsing.
+    pub ns: String,
+    pub obj: Obj,
 }
 
 #[derive(Debug, Default)]
@@ -105,7 +125,8 @@ pub enum WatchStart {
 
 /// What a new watcher gets: events to replay, the live feed, and the resourceVersion the replay ends at.
 pub struct Subscription {
-    pub replay: Vec<(EventType, Arc<Value>)>,
+    /// (type, namespace, object)
+    pub replay: Vec<(EventType, String, Obj)>,
     pub rx: broadcast::Receiver<Arc<WatchEvent>>,
     pub start_rv: u64,
 }
@@ -287,12 +308,14 @@ impl Store {
     }
 
     pub fn get(&self, gr: &Gr, key: &ObjKey) -> Option<Arc<Value>> {
-        self.state
+        let stored = self
+            .state
             .lock()
             .tables
             .get(gr)
             .and_then(|t| t.get(key))
-            .cloned()
+            .cloned();
+        stored.map(|o| o.value())
     }
 
     /// A consistent view of one resource (O(1)); kept for `continue` when `keep` is set.
@@ -326,7 +349,11 @@ impl Store {
             WatchStart::Initial => st
                 .tables
                 .get(gr)
-                .map(|t| t.values().map(|o| (EventType::Added, o.clone())).collect())
+                .map(|t| {
+                    t.iter()
+                        .map(|(k, o)| (EventType::Added, k.0.clone(), o.clone()))
+                        .collect()
+                })
                 .unwrap_or_default(),
             WatchStart::From(rv) => {
                 let (floor, events) = match st.history.get(gr) {
@@ -342,7 +369,7 @@ impl Store {
                     .map(|evs| {
                         evs.iter()
                             .filter(|e| e.rv > rv)
-                            .map(|e| (e.typ, e.obj.clone()))
+                            .map(|e| (e.typ, e.ns.clone(), e.obj.clone()))
                             .collect()
                     })
                     .unwrap_or_default()
@@ -550,18 +577,19 @@ fn apply_error(def: &ResourceDef, name: &str, e: ssa::ApplyError) -> ApiError {
 
 impl State {
     fn get(&self, gr: &Gr, key: &ObjKey) -> Option<Arc<Value>> {
-        self.tables.get(gr).and_then(|t| t.get(key)).cloned()
+        self.tables.get(gr).and_then(|t| t.get(key)).map(Obj::value)
     }
 
     fn def(&self, gr: &Gr) -> Option<Arc<ResourceDef>> {
         self.registry.defs.get(gr).cloned()
     }
 
-    fn emit(&mut self, typ: EventType, gr: &Gr, rv: u64, obj: Arc<Value>) {
+    fn emit(&mut self, typ: EventType, gr: &Gr, ns: &str, rv: u64, obj: Obj) {
         let ev = Arc::new(WatchEvent {
             typ,
             gr: gr.clone(),
             rv,
+            ns: ns.to_string(),
             obj,
         });
         let limit = self.history_limit;
@@ -613,15 +641,16 @@ impl State {
         self.rv += 1;
         let rv = self.rv;
         metadata_mut(&mut obj).insert("resourceVersion".into(), json!(rv.to_string()));
-        let obj = Arc::new(obj);
+        let stored = Obj::new(&obj);
         let old = self
             .tables
             .entry(gr.clone())
             .or_default()
-            .insert(key.clone(), obj.clone());
+            .insert(key.clone(), stored.clone())
+            .map(|o| o.value());
         self.reindex(gr, key, old.as_deref(), Some(&obj));
-        self.emit(typ, gr, rv, obj.clone());
-        obj
+        self.emit(typ, gr, &key.0, rv, stored);
+        Arc::new(obj)
     }
 
     /// Removes an object for good and queues what follows from it.
@@ -631,14 +660,14 @@ impl State {
         key: &ObjKey,
         follow: &mut VecDeque<Followup>,
     ) -> Option<Arc<Value>> {
-        let old = self.tables.get_mut(gr)?.remove(key)?;
+        let old = self.tables.get_mut(gr)?.remove(key)?.value();
         self.rv += 1;
         let rv = self.rv;
         let mut last = (*old).clone();
         metadata_mut(&mut last).insert("resourceVersion".into(), json!(rv.to_string()));
         let last = Arc::new(last);
         self.reindex(gr, key, Some(&old), None);
-        self.emit(EventType::Deleted, gr, rv, last.clone());
+        self.emit(EventType::Deleted, gr, &key.0, rv, Obj::new(&last));
         let uid = meta_str(&old, "uid").to_string();
         if self.dependents.contains_key(&uid) {
             follow.push_back(Followup::OwnerGone(uid));

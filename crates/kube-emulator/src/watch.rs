@@ -15,8 +15,8 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::error::ApiError;
 use crate::registry::ResourceDef;
-use crate::server::{AppState, Output, Selectors, render_object};
-use crate::store::{EventType, WatchStart};
+use crate::server::{AppState, Output, Selectors, partial_of, render_object};
+use crate::store::{EventType, Obj, WatchStart};
 
 const BOOKMARK_EVERY: Duration = Duration::from_secs(5);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
@@ -36,13 +36,6 @@ fn line(typ: &str, object: &Value) -> Bytes {
     Bytes::from(v)
 }
 
-#[derive(serde::Serialize)]
-struct EventRef<'a> {
-    #[serde(rename = "type")]
-    typ: &'a str,
-    object: &'a Value,
-}
-
 /// One event line; full objects already in the requested version are serialized in place
 /// (no copy per watcher).
 fn event_line(
@@ -51,16 +44,25 @@ fn event_line(
     version: &str,
     api_version: &str,
     typ: &str,
-    obj: &Arc<Value>,
+    obj: &Obj,
     output: &Output,
 ) -> Bytes {
-    let same_version = obj.get("apiVersion").and_then(Value::as_str) == Some(api_version);
-    if *output == Output::Full && same_version {
-        let mut v = serde_json::to_vec(&EventRef { typ, object: obj }).unwrap_or_default();
-        v.push(b'\n');
-        return Bytes::from(v);
+    match output {
+        Output::Full if version == def.storage_version => {
+            let mut v = Vec::with_capacity(obj.0.len() + 32);
+            v.extend_from_slice(b"{\"type\":\"");
+            v.extend_from_slice(typ.as_bytes());
+            v.extend_from_slice(b"\",\"object\":");
+            v.extend_from_slice(&obj.0);
+            v.extend_from_slice(b"}\n");
+            Bytes::from(v)
+        }
+        Output::Meta => line(typ, &partial_of(obj)),
+        _ => {
+            let _ = api_version;
+            line(typ, &render_object(app, def, version, &obj.value(), output))
+        }
     }
-    line(typ, &render_object(app, def, version, obj, output))
 }
 
 fn bookmark(
@@ -136,16 +138,14 @@ pub fn watch(
             .watch_drop_after_seconds
             .filter(|s| s.is_finite() && *s >= 0.0)
             .map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s));
-        let wanted = |obj: &Value| -> bool {
-            if let Some(ns) = &params.namespace
-                && obj.pointer("/metadata/namespace").and_then(Value::as_str) != Some(ns.as_str())
-            {
+        let wanted = |ns: &str, obj: &Obj| -> bool {
+            if params.namespace.as_deref().is_some_and(|want| want != ns) {
                 return false;
             }
-            params.selectors.matches(obj)
+            params.selectors.is_empty() || params.selectors.matches(&obj.value())
         };
-        for (typ, obj) in replay {
-            if !wanted(&obj) {
+        for (typ, ns, obj) in replay {
+            if !wanted(&ns, &obj) {
                 continue;
             }
             yield Ok::<Bytes, Infallible>(event_line(&app, &def, &version, &api_version, typ.as_str(), &obj, &output));
@@ -167,7 +167,7 @@ pub fn watch(
                             continue;
                         }
                         last_rv = ev.rv;
-                        if ev.gr != gr || !wanted(&ev.obj) {
+                        if ev.gr != gr || !wanted(&ev.ns, &ev.obj) {
                             continue;
                         }
                         let typ = ev.typ;
