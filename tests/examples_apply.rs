@@ -334,6 +334,7 @@ fn every_example_says_what_it_shows_and_how_to_apply_it() {
         "argocd-application.yaml",
         "argocd-health-check.yaml",
         "flux-kustomization.yaml",
+        "binary-keystore.yaml",
     ] {
         assert!(
             examples_dir().join(required).is_file(),
@@ -754,4 +755,39 @@ async fn cluster_connection_serves_allowed_namespaces_and_paths_only() {
             .any(|p| p == "team-a/stolen" || p == "team-b/db"),
         "{paths:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_keystore_round_trips_byte_for_byte() {
+    let env = Env::start().await;
+    connect_shop(&env).await;
+    // not UTF-8 on purpose: a PKCS#12 header and every byte value
+    let keystore: Vec<u8> = [0x30, 0x82, 0xff, 0x00]
+        .into_iter()
+        .chain(0..=255u8)
+        .collect();
+    common::create_secret_typed(
+        &env.client,
+        "shop",
+        "payments-keystore-source",
+        "Opaque",
+        [
+            ("keystore.p12", keystore.clone()),
+            ("keystore-password", b"ks-pass-5151".to_vec()),
+        ],
+    )
+    .await;
+    apply_all(&env.client, &example("binary-keystore.yaml")).await;
+
+    wait_ready(&env, "shop", "payments-keystore").await;
+    let secret = target(&env, "shop", "payments-keystore")
+        .await
+        .expect("target Secret");
+    let d = secret.data.expect("data");
+    assert_eq!(d["keystore.p12"].0, keystore);
+    assert_eq!(d["keystore-password"].0, b"ks-pass-5151");
+    // OKMS holds base64 text (it stores JSON)
+    let remote = env.version_data("shop/payments/keystore", 1).await;
+    assert!(remote["keystore.p12"].is_string());
+    assert_eq!(remote["keystore-password"], "a3MtcGFzcy01MTUx");
 }
