@@ -447,15 +447,18 @@ impl Store {
                     ));
                 }
                 let body_name = meta_str(body, "name");
-                if body_name != key.1 {
+                if !body_name.is_empty() && body_name != key.1 {
                     return Err(ApiError::bad_request(format!(
                         "the name of the object ({body_name}) does not match the name on the URL ({})",
                         key.1
                     )));
                 }
+                // An apply configuration without a name takes the URL's.
+                let mut body = body.clone();
+                metadata_mut(&mut body).insert("name".into(), json!(key.1));
                 let applied = ssa::apply(
                     live.as_deref(),
-                    body,
+                    &body,
                     &opts.manager,
                     force,
                     schema.as_ref(),

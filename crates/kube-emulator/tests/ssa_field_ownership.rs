@@ -129,5 +129,13 @@ async fn apply_creates_and_a_no_op_apply_keeps_the_resource_version() {
         first.metadata.resource_version,
         again.metadata.resource_version
     );
+    // A configuration without metadata.name takes the URL's name.
+    let nameless =
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"labels": {"x": "1"}}});
+    let s = secrets
+        .patch("creds", &a, &Patch::Apply(nameless))
+        .await
+        .unwrap();
+    assert_eq!(s.metadata.labels.unwrap()["x"], "1");
     emu.shutdown().await;
 }
