@@ -34,18 +34,30 @@ impl HmacKey {
         &self.0
     }
 
-    /// `hmac-sha256:<hex>` of arbitrary bytes.
+    /// `hmac-sha256:<key id>:<hex>` of arbitrary bytes. The key id (a MAC of a fixed label,
+    /// which reveals nothing of the key) tells whether two digests were made with the same key,
+    /// so that a new key is not mistaken for changed data.
     pub fn digest(&self, bytes: &[u8]) -> String {
-        let mut mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC accepts any key length");
+        format!("{}{}", self.prefix(), hex(&self.mac(bytes)))
+    }
+
+    /// Whether `digest` was made with this key.
+    pub fn made_with_this_key(&self, digest: &str) -> bool {
+        digest.starts_with(&self.prefix())
+    }
+
+    fn prefix(&self) -> String {
+        let id = self.mac(b"okms-operator key id");
+        format!("hmac-sha256:{}:", hex(&id[..4]))
+    }
+
+    fn mac(&self, bytes: &[u8]) -> Vec<u8> {
+        // HMAC-SHA256 takes keys of any length: this never fails
+        let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(&self.0) else {
+            return vec![0; 32];
+        };
         mac.update(bytes);
-        let out = mac.finalize().into_bytes();
-        let mut hex = String::with_capacity(12 + out.len() * 2);
-        hex.push_str("hmac-sha256:");
-        for b in out {
-            hex.push_str(&format!("{b:02x}"));
-        }
-        hex
+        mac.finalize().into_bytes().to_vec()
     }
 
     /// HMAC of a Secret-like map; keys and values are length-prefixed so that no two different
@@ -62,6 +74,14 @@ impl HmacKey {
         zeroize::Zeroize::zeroize(&mut buf);
         digest
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 /// Name of the Secret holding the key, in the operator namespace.
@@ -132,6 +152,8 @@ mod tests {
         let m2 = BTreeMap::from([("a".to_string(), b"bc".to_vec())]);
         assert_ne!(a.digest_map(&m1), a.digest_map(&m2));
         assert!(a.digest(b"x").starts_with("hmac-sha256:"));
+        assert!(a.made_with_this_key(&a.digest(b"y")));
+        assert!(!b.made_with_this_key(&a.digest(b"y")));
         assert!(!format!("{a:?}").contains("key-a"));
     }
 }

@@ -371,16 +371,24 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
             rendered,
         )
         .await?;
-        let new_hmac = ctx.hmac.digest_map(&secret_bytes(&applied));
-        let first_sync = prev.and_then(|p| p.data_hmac.as_ref()).is_none();
-        if !first_sync && data_hmac.as_ref() != Some(&new_hmac) {
+        let after = secret_bytes(&applied);
+        let new_hmac = ctx.hmac.digest_map(&after);
+        let before = existing.as_ref().map(secret_bytes);
+        // what consumers saw before: the target itself, else (target deleted) the digest in
+        // status when it was made with the current key (a new key is not a data change)
+        let content_changed = match (&before, data_hmac.as_deref()) {
+            (Some(before), _) => *before != after,
+            (None, Some(old)) if ctx.hmac.made_with_this_key(old) => old != new_hmac,
+            (None, _) => false,
+        };
+        let first_sync = data_hmac.is_none();
+        if !first_sync && content_changed {
             restart_workloads(obj, ctx, &ns, &mut events).await;
         }
-        ctx.metrics.secrets_mirrored.inc();
-        events.push((
-            "Mirrored",
-            format!("mirrored version {mirror} into Secret {target_name:?}"),
-        ));
+        if before.as_ref() != Some(&after) {
+            ctx.metrics.secrets_mirrored.inc();
+            events.push(("Mirrored", format!("mirrored version {mirror} into Secret {target_name:?}")));
+        }
         data_hmac = Some(new_hmac);
         last_sync_time = Some(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     }

@@ -82,7 +82,7 @@ pub struct ConnectionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::duration")]
     pub timeout: Option<String>,
-    /// Client-side rate limit shared by every OkmsSecret using this connection (default 50).
+    /// Client-side rate limit shared by every OkmsSecret using this connection (default 100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 10000))]
     pub requests_per_second: Option<u32>,
