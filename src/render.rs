@@ -93,8 +93,7 @@ pub fn render_target(
     let mut out = BTreeMap::new();
     match &target.template {
         Some(templates) if !templates.is_empty() => {
-            let mut env = minijinja::Environment::new();
-            env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+            let env = template_environment();
             for (key, source) in templates {
                 let rendered = env
                     .render_str(source, Value::Object(data.clone()))
@@ -135,7 +134,7 @@ pub fn render_target(
 
 /// Checks that every template parses, without data (validation before any remote call).
 pub fn check_templates(target: &Target) -> Result<(), Error> {
-    let env = minijinja::Environment::new();
+    let env = template_environment();
     for (key, source) in target.template.iter().flatten() {
         env.template_from_str(source).map_err(|e| {
             Error::InvalidSpec(format!(
@@ -145,6 +144,24 @@ pub fn check_templates(target: &Target) -> Result<(), Error> {
         })?;
     }
     Ok(())
+}
+
+/// The template environment: strict about undefined keys (a typo is an error, not an empty
+/// string), with `b64encode`/`b64decode` filters for Secret formats that embed base64 (docker
+/// `auth`), on top of minijinja's built-in filters (`tojson`, `urlencode`, …).
+fn template_environment() -> minijinja::Environment<'static> {
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.add_filter("b64encode", |value: String| B64.encode(value));
+    env.add_filter("b64decode", |value: String| -> Result<String, minijinja::Error> {
+        let bytes = B64.decode(value.trim()).map_err(|_| {
+            minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, "b64decode: not valid base64")
+        })?;
+        String::from_utf8(bytes).map_err(|_| {
+            minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, "b64decode: not UTF-8 text")
+        })
+    });
+    env
 }
 
 /// A template error's kind and line, never the rendered context (it holds secret values).
@@ -264,6 +281,21 @@ mod tests {
         let err = render_target(&data, &missing).unwrap_err();
         assert_eq!(err.reason(), "InvalidSpec");
         assert!(!err.to_string().contains("s3cr3t-value"), "{err}");
+    }
+
+    #[test]
+    fn base64_filters_for_embedded_credentials() {
+        let data = obj(json!({"user": "robot", "password": "p@ss"}));
+        let target = Target {
+            template: Some(BTreeMap::from([
+                ("auth".to_string(), "{{ (user ~ ':' ~ password) | b64encode }}".to_string()),
+                ("back".to_string(), "{{ 'cm9ib3Q=' | b64decode }}".to_string()),
+            ])),
+            ..Default::default()
+        };
+        let out = render_target(&data, &target).unwrap();
+        assert_eq!(out["auth"], b"cm9ib3Q6cEBzcw==");
+        assert_eq!(out["back"], b"robot");
     }
 
     #[test]
