@@ -52,6 +52,7 @@ async fn sigkill_during_sync_never_duplicates_or_loses_a_write() {
             tag: &format!("run-{cycle}"),
             extra_args: &[],
             workdir: None,
+            envs: &[],
         });
         // let it start syncing, then edit sources while it works, then kill it at a random moment
         let writes_before = cluster.okms.stats().count("secret.create")
@@ -85,6 +86,7 @@ async fn sigkill_during_sync_never_duplicates_or_loses_a_write() {
         tag: "final",
         extra_args: &[],
         workdir: None,
+        envs: &[],
     });
     let converge = Instant::now();
     loop {

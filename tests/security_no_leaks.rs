@@ -247,6 +247,7 @@ async fn nothing_secret_reaches_logs_events_status_metrics_or_disk() {
             tag: &format!("leaks-{format}"),
             extra_args: &["--log-format", format],
             workdir: Some(work.path()),
+            envs: &[],
         });
         let (_, r) = wait_status(client, "OkmsSecret", "okmssecrets", "pushed", "True").await;
         assert!(

@@ -161,6 +161,8 @@ pub struct Spawn<'a> {
     pub extra_args: &'a [&'a str],
     /// Working directory, `HOME` and `TMPDIR` of the process (default: `log_dir`).
     pub workdir: Option<&'a Path>,
+    /// Extra environment variables.
+    pub envs: &'a [(&'a str, &'a str)],
 }
 
 impl OperatorProcess {
@@ -190,6 +192,7 @@ impl OperatorProcess {
                 "RUST_LOG",
                 "debug,hyper=info,hyper_util=info,h2=info,tower=info,rustls=info,kube_client=info",
             )
+            .envs(s.envs.iter().copied())
             .current_dir(workdir)
             .stdin(Stdio::null())
             .stdout(out)
