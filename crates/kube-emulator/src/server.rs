@@ -446,7 +446,6 @@ async fn resource(
         dry_run,
         strict: q.get("fieldValidation").is_some_and(|v| v == "Strict"),
     };
-    let av = def.api_version(version);
     let one = |code: StatusCode, obj: Arc<Value>| -> Response {
         json_response(code, &render_object(app, &def, version, &obj, &output))
     };
@@ -550,7 +549,6 @@ async fn resource(
                     Err(e) => return Err(e),
                 }
             }
-            let _ = av;
             Ok(json_response(
                 StatusCode::OK,
                 &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),

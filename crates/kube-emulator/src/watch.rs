@@ -16,7 +16,7 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::error::ApiError;
 use crate::registry::ResourceDef;
 use crate::server::{AppState, Output, Selectors, partial_of, render_object};
-use crate::store::{EventType, Obj, WatchStart};
+use crate::store::{Obj, WatchStart};
 
 const BOOKMARK_EVERY: Duration = Duration::from_secs(5);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
@@ -176,7 +176,6 @@ pub fn watch(
                         if drop_after.is_some_and(|n| sent >= n) {
                             return;
                         }
-                        let _ = EventType::Added;
                     }
                     Err(RecvError::Lagged(_)) => {
                         let e = ApiError::expired("the watcher fell too far behind; relist");
