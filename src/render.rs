@@ -284,6 +284,22 @@ mod tests {
     }
 
     #[test]
+    fn escaping_filters_for_urls_and_json() {
+        let data = obj(json!({"password": "p@ss/w\"rd"}));
+        let target = Target {
+            template: Some(BTreeMap::from([
+                ("url".to_string(), "postgres://app:{{ password | urlencode }}@db".to_string()),
+                ("json".to_string(), "{\"pw\": {{ password | tojson }}}".to_string()),
+            ])),
+            ..Default::default()
+        };
+        let out = render_target(&data, &target).unwrap();
+        assert_eq!(out["url"], b"postgres://app:p%40ss/w%22rd@db", "Jinja semantics: / is kept");
+        let parsed: Value = serde_json::from_slice(&out["json"]).unwrap();
+        assert_eq!(parsed["pw"], "p@ss/w\"rd");
+    }
+
+    #[test]
     fn base64_filters_for_embedded_credentials() {
         let data = obj(json!({"user": "robot", "password": "p@ss"}));
         let target = Target {
