@@ -49,7 +49,10 @@ pub struct Elector {
 
 impl Elector {
     pub fn new(client: kube::Client, config: LeaseConfig) -> Self {
-        Self { api: Api::namespaced(client, &config.namespace), config }
+        Self {
+            api: Api::namespaced(client, &config.namespace),
+            config,
+        }
     }
 
     pub fn config(&self) -> &LeaseConfig {
@@ -59,7 +62,8 @@ impl Elector {
     /// One acquire-or-renew attempt. A lost race (409) is reported as `Standby`.
     pub async fn try_acquire(&self) -> Result<Attempt, kube::Error> {
         let now = Timestamp::now();
-        let duration_secs = i32::try_from(self.config.duration.as_secs().max(1)).unwrap_or(i32::MAX);
+        let duration_secs =
+            i32::try_from(self.config.duration.as_secs().max(1)).unwrap_or(i32::MAX);
         let Some(mut lease) = self.api.get_opt(&self.config.name).await? else {
             let lease = Lease {
                 metadata: ObjectMeta {
@@ -96,7 +100,11 @@ impl Elector {
         spec.lease_duration_seconds = Some(duration_secs);
         spec.renew_time = Some(MicroTime(now));
         // replace carries the resourceVersion we read: a concurrent taker makes this a 409
-        match self.api.replace(&self.config.name, &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&self.config.name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(_) => Ok(Attempt::Leading),
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(Attempt::Standby),
             Err(e) => Err(e),
@@ -154,14 +162,22 @@ impl Elector {
 
     /// Gives the lease up (on clean shutdown), so a standby takes over at once.
     pub async fn release(&self) {
-        let Ok(Some(mut lease)) = self.api.get_opt(&self.config.name).await else { return };
-        let Some(spec) = lease.spec.as_mut() else { return };
+        let Ok(Some(mut lease)) = self.api.get_opt(&self.config.name).await else {
+            return;
+        };
+        let Some(spec) = lease.spec.as_mut() else {
+            return;
+        };
         if spec.holder_identity.as_deref() != Some(self.config.identity.as_str()) {
             return;
         }
         spec.holder_identity = None;
         spec.renew_time = None;
-        match self.api.replace(&self.config.name, &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&self.config.name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(_) => info!("released leadership"),
             Err(e) => warn!(error = %e, "could not release the lease"),
         }
@@ -169,7 +185,9 @@ impl Elector {
 }
 
 fn expired(spec: &LeaseSpec, now: Timestamp) -> bool {
-    let Some(MicroTime(renewed)) = spec.renew_time else { return true };
+    let Some(MicroTime(renewed)) = spec.renew_time else {
+        return true;
+    };
     let secs = i64::from(spec.lease_duration_seconds.unwrap_or(15));
     renewed.as_second().saturating_add(secs) < now.as_second()
 }

@@ -167,7 +167,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
 
     let elector = args.leader_election.then(|| {
-        Elector::new(client.clone(), LeaseConfig::new(&operator_namespace, &leader::identity(), lease_duration))
+        Elector::new(
+            client.clone(),
+            LeaseConfig::new(&operator_namespace, &leader::identity(), lease_duration),
+        )
     });
     // the controllers stop on shutdown, and on loss of leadership
     let (run_tx, run_rx) = tokio::sync::watch::channel(false);

@@ -153,14 +153,23 @@ fn template_environment() -> minijinja::Environment<'static> {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     env.add_filter("b64encode", |value: String| B64.encode(value));
-    env.add_filter("b64decode", |value: String| -> Result<String, minijinja::Error> {
-        let bytes = B64.decode(value.trim()).map_err(|_| {
-            minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, "b64decode: not valid base64")
-        })?;
-        String::from_utf8(bytes).map_err(|_| {
-            minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, "b64decode: not UTF-8 text")
-        })
-    });
+    env.add_filter(
+        "b64decode",
+        |value: String| -> Result<String, minijinja::Error> {
+            let bytes = B64.decode(value.trim()).map_err(|_| {
+                minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    "b64decode: not valid base64",
+                )
+            })?;
+            String::from_utf8(bytes).map_err(|_| {
+                minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    "b64decode: not UTF-8 text",
+                )
+            })
+        },
+    );
     env
 }
 
@@ -288,13 +297,22 @@ mod tests {
         let data = obj(json!({"password": "p@ss/w\"rd"}));
         let target = Target {
             template: Some(BTreeMap::from([
-                ("url".to_string(), "postgres://app:{{ password | urlencode }}@db".to_string()),
-                ("json".to_string(), "{\"pw\": {{ password | tojson }}}".to_string()),
+                (
+                    "url".to_string(),
+                    "postgres://app:{{ password | urlencode }}@db".to_string(),
+                ),
+                (
+                    "json".to_string(),
+                    "{\"pw\": {{ password | tojson }}}".to_string(),
+                ),
             ])),
             ..Default::default()
         };
         let out = render_target(&data, &target).unwrap();
-        assert_eq!(out["url"], b"postgres://app:p%40ss/w%22rd@db", "Jinja semantics: / is kept");
+        assert_eq!(
+            out["url"], b"postgres://app:p%40ss/w%22rd@db",
+            "Jinja semantics: / is kept"
+        );
         let parsed: Value = serde_json::from_slice(&out["json"]).unwrap();
         assert_eq!(parsed["pw"], "p@ss/w\"rd");
     }
@@ -304,8 +322,14 @@ mod tests {
         let data = obj(json!({"user": "robot", "password": "p@ss"}));
         let target = Target {
             template: Some(BTreeMap::from([
-                ("auth".to_string(), "{{ (user ~ ':' ~ password) | b64encode }}".to_string()),
-                ("back".to_string(), "{{ 'cm9ib3Q=' | b64decode }}".to_string()),
+                (
+                    "auth".to_string(),
+                    "{{ (user ~ ':' ~ password) | b64encode }}".to_string(),
+                ),
+                (
+                    "back".to_string(),
+                    "{{ 'cm9ib3Q=' | b64decode }}".to_string(),
+                ),
             ])),
             ..Default::default()
         };

@@ -56,15 +56,21 @@ fn fail(what: &str) -> impl FnOnce(String) -> Error + '_ {
 
 /// Starts everything and returns once the controllers run.
 pub async fn start(opts: Options) -> Result<Sandbox, Error> {
-    std::fs::create_dir_all(&opts.dir).map_err(|e| fail("create state directory")(e.to_string()))?;
+    std::fs::create_dir_all(&opts.dir)
+        .map_err(|e| fail("create state directory")(e.to_string()))?;
     let mut okms_config = okms_emulator::Config::new(opts.dir.join("okms"));
     okms_config.listen = opts.okms_listen;
     okms_config.persist = true;
-    let okms = okms_emulator::start(okms_config).await.map_err(|e| fail("start okms-emulator")(e.to_string()))?;
-    let kubeconfig = opts.dir.join("kubeconfig");
-    let kube = kube_emulator::start(kube_emulator::Options { listen: opts.kube_listen, kubeconfig: Some(kubeconfig.clone()) })
+    let okms = okms_emulator::start(okms_config)
         .await
-        .map_err(|e| fail("start kube-emulator")(e.to_string()))?;
+        .map_err(|e| fail("start okms-emulator")(e.to_string()))?;
+    let kubeconfig = opts.dir.join("kubeconfig");
+    let kube = kube_emulator::start(kube_emulator::Options {
+        listen: opts.kube_listen,
+        kubeconfig: Some(kubeconfig.clone()),
+    })
+    .await
+    .map_err(|e| fail("start kube-emulator")(e.to_string()))?;
     let client = kube.client();
 
     install_crds(&client).await?;
@@ -72,7 +78,8 @@ pub async fn start(opts: Options) -> Result<Sandbox, Error> {
     ensure_namespace(&client, CONNECTION_NAMESPACE).await?;
     create_connection(&client, &okms).await?;
     for doc in serde_yaml::Deserializer::from_str(QUICKSTART) {
-        let value = Value::deserialize(doc).map_err(|e| fail("parse examples/quickstart.yaml")(e.to_string()))?;
+        let value = Value::deserialize(doc)
+            .map_err(|e| fail("parse examples/quickstart.yaml")(e.to_string()))?;
         if !value.is_null() {
             apply(&client, &value).await?;
         }
@@ -81,13 +88,20 @@ pub async fn start(opts: Options) -> Result<Sandbox, Error> {
     let hmac = crate::hmac::load_or_create(&client, OPERATOR_NAMESPACE).await?;
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
-    health.leadership_known.store(true, std::sync::atomic::Ordering::Relaxed);
+    health
+        .leadership_known
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     metrics.leader.set(1);
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut http_stop = stop_rx.clone();
-    let (metrics_addr, http) = http::serve(opts.metrics_addr, metrics.clone(), health.clone(), async move {
-        let _ = http_stop.wait_for(|s| *s).await;
-    })
+    let (metrics_addr, http) = http::serve(
+        opts.metrics_addr,
+        metrics.clone(),
+        health.clone(),
+        async move {
+            let _ = http_stop.wait_for(|s| *s).await;
+        },
+    )
     .await
     .map_err(|e| fail(&format!("bind the metrics address {}", opts.metrics_addr))(e.to_string()))?;
     let config = Config {
@@ -97,7 +111,15 @@ pub async fn start(opts: Options) -> Result<Sandbox, Error> {
     };
     let ctx = Context::new(client, config, hmac, metrics).with_health(health);
     let controllers = tokio::spawn(controller::run(ctx, stop_rx));
-    Ok(Sandbox { kube, okms, metrics_addr, kubeconfig, stop, controllers, http })
+    Ok(Sandbox {
+        kube,
+        okms,
+        metrics_addr,
+        kubeconfig,
+        stop,
+        controllers,
+        http,
+    })
 }
 
 impl Sandbox {
@@ -131,7 +153,9 @@ impl Sandbox {
         while start.elapsed() < deadline {
             if let Ok(Some(o)) = api.get_opt("db").await
                 && o.status.as_ref().is_some_and(|s| {
-                    s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
                 })
             {
                 return true;
@@ -155,18 +179,25 @@ async fn install_crds(client: &Client) -> Result<(), Error> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let params = PatchParams::apply(FIELD_MANAGER).force();
     for crd in crds() {
-        api.patch(&crd.name_any(), &params, &Patch::Apply(&crd)).await?;
+        api.patch(&crd.name_any(), &params, &Patch::Apply(&crd))
+            .await?;
     }
     let start = Instant::now();
     for crd in crds() {
         loop {
             let c = api.get(&crd.name_any()).await?;
             let conds = c.status.and_then(|s| s.conditions).unwrap_or_default();
-            if conds.iter().any(|c| c.type_ == "Established" && c.status == "True") {
+            if conds
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+            {
                 break;
             }
             if start.elapsed() > Duration::from_secs(30) {
-                return Err(Error::Internal(format!("CRD {} never became Established", crd.name_any())));
+                return Err(Error::Internal(format!(
+                    "CRD {} never became Established",
+                    crd.name_any()
+                )));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -177,26 +208,44 @@ async fn install_crds(client: &Client) -> Result<(), Error> {
 async fn ensure_namespace(client: &Client, name: &str) -> Result<(), Error> {
     let api: Api<Namespace> = Api::all(client.clone());
     let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-    api.patch(name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(&ns)).await?;
+    api.patch(name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(&ns))
+        .await?;
     Ok(())
 }
 
 async fn create_connection(client: &Client, okms: &okms_emulator::Emulator) -> Result<(), Error> {
-    let read = |p: &Path| std::fs::read(p).map_err(|e| fail("read emulator certificates")(e.to_string()));
+    let read =
+        |p: &Path| std::fs::read(p).map_err(|e| fail("read emulator certificates")(e.to_string()));
     let cert = read(&okms.client_cert_path())?;
     let key = read(&okms.client_key_path())?;
     let ca = String::from_utf8_lossy(&read(&okms.ca_pem_path())?).into_owned();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), CONNECTION_NAMESPACE);
     let secret = Secret {
-        metadata: kube::api::ObjectMeta { name: Some("sandbox-okms-cert".into()), ..Default::default() },
+        metadata: kube::api::ObjectMeta {
+            name: Some("sandbox-okms-cert".into()),
+            ..Default::default()
+        },
         type_: Some("kubernetes.io/tls".into()),
-        data: Some([("tls.crt".to_string(), ByteString(cert)), ("tls.key".to_string(), ByteString(key))].into()),
+        data: Some(
+            [
+                ("tls.crt".to_string(), ByteString(cert)),
+                ("tls.key".to_string(), ByteString(key)),
+            ]
+            .into(),
+        ),
         ..Default::default()
     };
-    let mut value = serde_json::to_value(&secret).map_err(|e| fail("encode Secret")(e.to_string()))?;
+    let mut value =
+        serde_json::to_value(&secret).map_err(|e| fail("encode Secret")(e.to_string()))?;
     value["apiVersion"] = json!("v1");
     value["kind"] = json!("Secret");
-    secrets.patch("sandbox-okms-cert", &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&value)).await?;
+    secrets
+        .patch(
+            "sandbox-okms-cert",
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&value),
+        )
+        .await?;
     apply(
         client,
         &json!({
@@ -220,11 +269,18 @@ async fn apply(client: &Client, value: &Value) -> Result<(), Error> {
     let gvk = GroupVersionKind::gvk(group, version, kind);
     let (resource, caps) = discovery::pinned_kind(client, &gvk).await?;
     let api: Api<DynamicObject> = if caps.scope == discovery::Scope::Namespaced {
-        let ns = value["metadata"]["namespace"].as_str().unwrap_or(CONNECTION_NAMESPACE);
+        let ns = value["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or(CONNECTION_NAMESPACE);
         Api::namespaced_with(client.clone(), ns, &resource)
     } else {
         Api::all_with(client.clone(), &resource)
     };
-    api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(value)).await?;
+    api.patch(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(value),
+    )
+    .await?;
     Ok(())
 }

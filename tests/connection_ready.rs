@@ -10,7 +10,11 @@ use serde_json::json;
 async fn connection_condition(env: &Env, name: &str) -> Option<(String, String)> {
     let api: kube::Api<OkmsConnection> = kube::Api::namespaced(env.client.clone(), NS);
     let c = api.get_opt(name).await.ok()??;
-    let ready = c.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+    let ready = c
+        .status?
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")?;
     Some((ready.status, ready.reason))
 }
 
@@ -18,7 +22,9 @@ async fn connection_condition(env: &Env, name: &str) -> Option<(String, String)>
 async fn probe_decides_ready_and_token_auth_works() {
     let env = Env::start_with(Options::default()).await;
     env.wait("mTLS connection Ready", || async {
-        connection_condition(&env, "okms").await.filter(|(s, r)| s == "True" && r == "Connected")
+        connection_condition(&env, "okms")
+            .await
+            .filter(|(s, r)| s == "True" && r == "Connected")
     })
     .await;
 
@@ -28,9 +34,27 @@ async fn probe_decides_ready_and_token_auth_works() {
     config.token = Some("pat-7f3a9c".into());
     let tokened = okms_emulator::start(config).await.unwrap();
     let ca = std::fs::read_to_string(tokened.ca_pem_path()).unwrap();
-    common::create_secret_typed(&env.client, NS, "pat", "Opaque", [("token", b"pat-7f3a9c".to_vec())]).await;
-    common::create_secret_typed(&env.client, NS, "bad-pat", "Opaque", [("token", b"pat-wrong-11".to_vec())]).await;
-    for (name, secret) in [("tok", "pat"), ("tok-bad", "bad-pat"), ("tok-missing", "nope")] {
+    common::create_secret_typed(
+        &env.client,
+        NS,
+        "pat",
+        "Opaque",
+        [("token", b"pat-7f3a9c".to_vec())],
+    )
+    .await;
+    common::create_secret_typed(
+        &env.client,
+        NS,
+        "bad-pat",
+        "Opaque",
+        [("token", b"pat-wrong-11".to_vec())],
+    )
+    .await;
+    for (name, secret) in [
+        ("tok", "pat"),
+        ("tok-bad", "bad-pat"),
+        ("tok-missing", "nope"),
+    ] {
         common::apply(
             &env.client,
             json!({"apiVersion": "okms.dev/v1alpha1", "kind": "OkmsConnection", "metadata": {"name": name, "namespace": NS},
@@ -40,15 +64,21 @@ async fn probe_decides_ready_and_token_auth_works() {
         .await;
     }
     env.wait("token connection Ready", || async {
-        connection_condition(&env, "tok").await.filter(|(s, _)| s == "True")
+        connection_condition(&env, "tok")
+            .await
+            .filter(|(s, _)| s == "True")
     })
     .await;
     env.wait("wrong token reported", || async {
-        connection_condition(&env, "tok-bad").await.filter(|(s, r)| s == "False" && r == "ConnectionNotReady")
+        connection_condition(&env, "tok-bad")
+            .await
+            .filter(|(s, r)| s == "False" && r == "ConnectionNotReady")
     })
     .await;
     env.wait("missing credentials reported", || async {
-        connection_condition(&env, "tok-missing").await.filter(|(s, r)| s == "False" && r == "ConnectionNotReady")
+        connection_condition(&env, "tok-missing")
+            .await
+            .filter(|(s, r)| s == "False" && r == "ConnectionNotReady")
     })
     .await;
 
@@ -57,7 +87,8 @@ async fn probe_decides_ready_and_token_auth_works() {
     env.wait_ready("via-token").await;
     env.apply_okms_secret("via-bad", json!({"connectionRef": {"name": "tok-bad"}, "path": "tok/bad", "source": {"inline": {"k": "v"}}}))
         .await;
-    env.wait_reason("via-bad", "False", &["ConnectionNotReady"]).await;
+    env.wait_reason("via-bad", "False", &["ConnectionNotReady"])
+        .await;
     assert!(env.target("via-bad").await.is_none());
     common::assert_no_leak(&["pat-7f3a9c", "pat-wrong-11"]);
     tokened.shutdown().await;
@@ -69,24 +100,56 @@ async fn no_event_or_status_write_on_a_no_op_resync() {
     env.apply_okms_secret("quiet", json!({"connectionRef": {"name": "okms"}, "path": "quiet/one", "source": {"inline": {"k": "v"}}}))
         .await;
     let first = env.wait_ready("quiet").await;
-    let events: kube::Api<k8s_openapi::api::events::v1::Event> = kube::Api::namespaced(env.client.clone(), NS);
-    let count = || async { events.list(&Default::default()).await.map(|l| l.items.len()).unwrap_or(0) };
-    let settled = env.wait("Created and Mirrored events", || async { (count().await >= 2).then_some(count().await) }).await;
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(env.client.clone(), NS);
+    let count = || async {
+        events
+            .list(&Default::default())
+            .await
+            .map(|l| l.items.len())
+            .unwrap_or(0)
+    };
+    let settled = env
+        .wait("Created and Mirrored events", || async {
+            (count().await >= 2).then_some(count().await)
+        })
+        .await;
 
     // a metadata-only change wakes the controller without changing anything it owns
-    let before = env.okms.stats().operations.get("secret.get").copied().unwrap_or(0);
+    let before = env
+        .okms
+        .stats()
+        .operations
+        .get("secret.get")
+        .copied()
+        .unwrap_or(0);
     env.okms_secrets()
-        .patch("quiet", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&json!({"metadata": {"labels": {"touched": "yes"}}})))
+        .patch(
+            "quiet",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&json!({"metadata": {"labels": {"touched": "yes"}}})),
+        )
         .await
         .unwrap();
     env.wait("the resync read OKMS", || async {
-        (env.okms.stats().operations.get("secret.get").copied().unwrap_or(0) > before).then_some(())
+        (env.okms
+            .stats()
+            .operations
+            .get("secret.get")
+            .copied()
+            .unwrap_or(0)
+            > before)
+            .then_some(())
     })
     .await;
     let now = env.wait_ready("quiet").await;
     assert_eq!(now.status, first.status, "a no-op resync writes no status");
     assert_eq!(count().await, settled, "a no-op resync publishes no event");
     let ops = env.okms.stats().operations;
-    assert_eq!(ops.get("secret.getData").copied().unwrap_or(0), 0, "the cheap check reads no data");
+    assert_eq!(
+        ops.get("secret.getData").copied().unwrap_or(0),
+        0,
+        "the cheap check reads no data"
+    );
     assert_eq!(ops.get("secret.update").copied().unwrap_or(0), 0);
 }

@@ -28,7 +28,14 @@ impl Drop for Replica {
 
 fn replica(name: &'static str, kubeconfig: &std::path::Path) -> Replica {
     let child = Command::new(env!("CARGO_BIN_EXE_okms-operator"))
-        .args(["run", "--leader-election", "--lease-duration", "3s", "--metrics-addr", "127.0.0.1:0"])
+        .args([
+            "run",
+            "--leader-election",
+            "--lease-duration",
+            "3s",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
         .args(["--operator-namespace", OPERATOR_NS])
         .env("KUBECONFIG", kubeconfig)
         .env("POD_NAME", name)
@@ -41,14 +48,24 @@ fn replica(name: &'static str, kubeconfig: &std::path::Path) -> Replica {
 }
 
 async fn holder(env: &Env) -> Option<String> {
-    let lease = Api::<Lease>::namespaced(env.client.clone(), OPERATOR_NS).get_opt("okms-operator").await.ok()??;
+    let lease = Api::<Lease>::namespaced(env.client.clone(), OPERATOR_NS)
+        .get_opt("okms-operator")
+        .await
+        .ok()??;
     lease.spec?.holder_identity.filter(|h| !h.is_empty())
 }
 
 /// Replicas that published events about OkmsSecrets.
 async fn event_reporters(env: &Env) -> Vec<String> {
-    let events = Api::<Event>::namespaced(env.client.clone(), NS).list(&ListParams::default()).await.unwrap();
-    let mut who: Vec<String> = events.items.into_iter().filter_map(|e| e.reporting_instance).collect();
+    let events = Api::<Event>::namespaced(env.client.clone(), NS)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let mut who: Vec<String> = events
+        .items
+        .into_iter()
+        .filter_map(|e| e.reporting_instance)
+        .collect();
     who.sort();
     who.dedup();
     who
@@ -56,12 +73,19 @@ async fn event_reporters(env: &Env) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standby_takes_over_when_the_leader_dies() {
-    let env = Env::start_with(Options { start_controller: false, ..Default::default() }).await;
+    let env = Env::start_with(Options {
+        start_controller: false,
+        ..Default::default()
+    })
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     kube_emulator::kubeconfig::write(&kubeconfig, &env.kube.url()).unwrap();
 
-    let mut replicas = vec![replica("replica-a", &kubeconfig), replica("replica-b", &kubeconfig)];
+    let mut replicas = vec![
+        replica("replica-a", &kubeconfig),
+        replica("replica-b", &kubeconfig),
+    ];
     let leader = env.wait("a replica holds the Lease", || holder(&env)).await;
 
     env.put_source("src", &[("pw", "lead-1")]).await;
@@ -72,7 +96,9 @@ async fn standby_takes_over_when_the_leader_dies() {
     .await;
     env.wait_ready("app").await;
     let reporters = env
-        .wait("events about the sync", || async { Some(event_reporters(&env).await).filter(|r| !r.is_empty()) })
+        .wait("events about the sync", || async {
+            Some(event_reporters(&env).await).filter(|r| !r.is_empty())
+        })
         .await;
     assert_eq!(reporters, vec![leader.clone()], "only the leader writes");
 
@@ -82,17 +108,32 @@ async fn standby_takes_over_when_the_leader_dies() {
     drop(dead);
     let killed = Instant::now();
     let new_leader = env
-        .wait("the standby holds the Lease", || async { holder(&env).await.filter(|h| *h != leader) })
+        .wait("the standby holds the Lease", || async {
+            holder(&env).await.filter(|h| *h != leader)
+        })
         .await;
     let took = killed.elapsed();
-    assert!(took < LEASE * 2 + Duration::from_secs(2), "takeover took {took:?} for a {LEASE:?} lease");
+    assert!(
+        took < LEASE * 2 + Duration::from_secs(2),
+        "takeover took {took:?} for a {LEASE:?} lease"
+    );
 
     // and keeps syncing: one new version, target updated, by the new leader
     env.put_source("src", &[("pw", "lead-2")]).await;
-    env.wait("target has the edit", || async { env.target("app").await.filter(|t| t["pw"] == "lead-2") }).await;
-    assert_eq!(env.versions("ha/app").await.len(), 2, "no double write across the failover");
+    env.wait("target has the edit", || async {
+        env.target("app").await.filter(|t| t["pw"] == "lead-2")
+    })
+    .await;
+    assert_eq!(
+        env.versions("ha/app").await.len(),
+        2,
+        "no double write across the failover"
+    );
     env.wait("the new leader reports the sync", || async {
-        event_reporters(&env).await.contains(&new_leader).then_some(())
+        event_reporters(&env)
+            .await
+            .contains(&new_leader)
+            .then_some(())
     })
     .await;
     drop(replicas);

@@ -8,7 +8,13 @@ use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 fn secret_calls(env: &Env) -> u64 {
-    env.okms.stats().operations.iter().filter(|(op, _)| op.starts_with("secret.") || op.starts_with("version.")).map(|(_, n)| n).sum()
+    env.okms
+        .stats()
+        .operations
+        .iter()
+        .filter(|(op, _)| op.starts_with("secret.") || op.starts_with("version."))
+        .map(|(_, n)| n)
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -18,12 +24,26 @@ async fn oversized_data_and_unknown_connection() {
     env.apply_okms_secret("big", json!({"connectionRef": {"name": "okms"}, "path": "big/one", "source": {"inline": {"blob": big}}}))
         .await;
     let obj = env.wait_reason("big", "False", &["DataTooLarge"]).await;
-    assert!(obj.status.unwrap().conditions.iter().any(|c| c.type_ == "Stalled" && c.status == "True"));
-    assert!(env.remote.get_secret("big/one", None, false).await.unwrap_err().is_not_found(), "nothing written");
+    assert!(
+        obj.status
+            .unwrap()
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Stalled" && c.status == "True")
+    );
+    assert!(
+        env.remote
+            .get_secret("big/one", None, false)
+            .await
+            .unwrap_err()
+            .is_not_found(),
+        "nothing written"
+    );
 
     env.apply_okms_secret("lost", json!({"connectionRef": {"name": "nope"}, "path": "lost/one", "source": {"inline": {"a": "b"}}}))
         .await;
-    env.wait_reason("lost", "False", &["ConnectionNotFound"]).await;
+    env.wait_reason("lost", "False", &["ConnectionNotFound"])
+        .await;
 
     env.apply_okms_secret(
         "nosrc",
@@ -75,7 +95,11 @@ async fn isolation_is_enforced_before_any_okms_call() {
     for name in ["escape", "prefix-trick", "wrong-ns"] {
         env.wait_reason(name, "False", &["NotAllowed"]).await;
     }
-    assert_eq!(secret_calls(&env), before, "isolation failures must make zero OKMS secret calls");
+    assert_eq!(
+        secret_calls(&env),
+        before,
+        "isolation failures must make zero OKMS secret calls"
+    );
 
     env.apply_okms_secret("inside", json!({"connectionRef": {"name": "team-a"}, "path": "team-a/db", "source": {"inline": {"a": "b"}}}))
         .await;
@@ -91,14 +115,27 @@ async fn path_is_immutable() {
 
     // the schema refuses the change at apply time
     let patch = json!({"spec": {"path": "imm/two"}});
-    let err = env.okms_secrets().patch("fixed", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap_err();
+    let err = env
+        .okms_secrets()
+        .patch("fixed", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("immutable"), "{err}");
 
     // and if it ever got through (an object restored from a backup), the code refuses it too
     env.stop_controller().await;
     let status = json!({"status": {"path": "imm/zero"}});
-    env.okms_secrets().patch_status("fixed", &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+    env.okms_secrets()
+        .patch_status("fixed", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
     env.start_controller().await;
     env.wait_reason("fixed", "False", &["PathImmutable"]).await;
-    assert!(env.remote.get_secret("imm/zero", None, false).await.unwrap_err().is_not_found());
+    assert!(
+        env.remote
+            .get_secret("imm/zero", None, false)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
 }

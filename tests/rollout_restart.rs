@@ -9,7 +9,15 @@ use kube::api::{Api, PostParams};
 use serde_json::json;
 
 fn restarted_at(d: &Deployment) -> Option<String> {
-    d.spec.as_ref()?.template.metadata.as_ref()?.annotations.as_ref()?.get("okms.dev/restartedAt").cloned()
+    d.spec
+        .as_ref()?
+        .template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get("okms.dev/restartedAt")
+        .cloned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -22,7 +30,10 @@ async fn restarts_on_data_change_only() {
                  "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "nginx"}]}}}
     }))
     .unwrap();
-    deployments.create(&PostParams::default(), &deployment).await.unwrap();
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
     env.put_source("src", &[("pw", "r1")]).await;
     env.apply_okms_secret(
         "creds",
@@ -31,10 +42,17 @@ async fn restarts_on_data_change_only() {
     )
     .await;
     env.wait_ready("creds").await;
-    assert_eq!(restarted_at(&deployments.get("web").await.unwrap()), None, "no restart on first sync");
+    assert_eq!(
+        restarted_at(&deployments.get("web").await.unwrap()),
+        None,
+        "no restart on first sync"
+    );
 
     env.put_source("src", &[("pw", "r2")]).await;
-    env.wait("deployment restarted", || async { restarted_at(&deployments.get("web").await.ok()?) }).await;
+    env.wait("deployment restarted", || async {
+        restarted_at(&deployments.get("web").await.ok()?)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,7 +65,10 @@ async fn a_new_hmac_key_is_not_a_data_change() {
                  "template": {"metadata": {"labels": {"app": "api"}}, "spec": {"containers": [{"name": "api", "image": "nginx"}]}}}
     }))
     .unwrap();
-    deployments.create(&PostParams::default(), &deployment).await.unwrap();
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
     env.put_source("src", &[("pw", "k1")]).await;
     env.apply_okms_secret(
         "creds",
@@ -55,22 +76,44 @@ async fn a_new_hmac_key_is_not_a_data_change() {
                "rolloutRestartTargets": [{"kind": "Deployment", "name": "api"}]}),
     )
     .await;
-    let before = env.wait_ready("creds").await.status.unwrap().data_hmac.unwrap();
+    let before = env
+        .wait_ready("creds")
+        .await
+        .status
+        .unwrap()
+        .data_hmac
+        .unwrap();
 
     // the HMAC key Secret is lost and the operator restarts with a fresh key
     env.stop_controller().await;
-    let keys: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(env.client.clone(), common::OPERATOR_NS);
-    keys.delete("okms-operator-hmac", &Default::default()).await.unwrap();
+    let keys: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(env.client.clone(), common::OPERATOR_NS);
+    keys.delete("okms-operator-hmac", &Default::default())
+        .await
+        .unwrap();
     env.start_controller().await;
     env.okms_secrets()
-        .patch("creds", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&json!({"spec": {"refreshInterval": "30m"}})))
+        .patch(
+            "creds",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&json!({"spec": {"refreshInterval": "30m"}})),
+        )
         .await
         .unwrap();
     env.wait("status digests re-made with the new key", || async {
         let st = env.okms_secrets().get("creds").await.ok()?.status?;
-        st.data_hmac.filter(|h| *h != before && env.ctx.hmac.made_with_this_key(h))
+        st.data_hmac
+            .filter(|h| *h != before && env.ctx.hmac.made_with_this_key(h))
     })
     .await;
-    assert_eq!(restarted_at(&deployments.get("api").await.unwrap()), None, "no restart without a data change");
-    assert_eq!(env.versions("rr/key").await.len(), 1, "no new version without a data change");
+    assert_eq!(
+        restarted_at(&deployments.get("api").await.unwrap()),
+        None,
+        "no restart without a data change"
+    );
+    assert_eq!(
+        env.versions("rr/key").await.len(),
+        1,
+        "no new version without a data change"
+    );
 }

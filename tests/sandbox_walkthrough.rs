@@ -42,7 +42,9 @@ fn start(dir: &Path) -> Running {
     let start = Instant::now();
     let metrics_url = loop {
         let remaining = DEADLINE.saturating_sub(start.elapsed());
-        let line = rx.recv_timeout(remaining).expect("sandbox printed its instructions in time");
+        let line = rx
+            .recv_timeout(remaining)
+            .expect("sandbox printed its instructions in time");
         if let Some(url) = line.split_whitespace().find(|w| w.ends_with("/metrics")) {
             break url.to_string();
         }
@@ -53,22 +55,33 @@ fn start(dir: &Path) -> Running {
 /// Sends SIGINT (Ctrl-C) and waits for a clean exit.
 fn stop(mut running: Running) {
     let pid = running.child.id().to_string();
-    let status = Command::new("kill").args(["-INT", &pid]).status().expect("kill -INT");
+    let status = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill -INT");
     assert!(status.success());
     let start = Instant::now();
     loop {
         if let Some(status) = running.child.try_wait().expect("wait sandbox") {
-            assert!(status.success(), "sandbox exited with {status} after Ctrl-C");
+            assert!(
+                status.success(),
+                "sandbox exited with {status} after Ctrl-C"
+            );
             return;
         }
-        assert!(start.elapsed() < DEADLINE, "sandbox did not stop after Ctrl-C");
+        assert!(
+            start.elapsed() < DEADLINE,
+            "sandbox did not stop after Ctrl-C"
+        );
         std::thread::sleep(Duration::from_millis(50)); // allowed: poll interval of a deadline wait
     }
 }
 
 async fn client_from(kubeconfig: &Path) -> kube::Client {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig).expect("read kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.expect("kubeconfig config");
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .expect("kubeconfig config");
     kube::Client::try_from(config).expect("client")
 }
 
@@ -77,11 +90,18 @@ async fn wait_ready(client: &kube::Client) -> OkmsSecret {
     let start = Instant::now();
     loop {
         if let Ok(Some(o)) = api.get_opt("db").await
-            && o.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            && o.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            })
         {
             return o;
         }
-        assert!(start.elapsed() < DEADLINE, "quickstart OkmsSecret never became Ready");
+        assert!(
+            start.elapsed() < DEADLINE,
+            "quickstart OkmsSecret never became Ready"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await; // allowed: poll interval of a deadline wait
     }
 }
@@ -105,18 +125,35 @@ async fn sandbox_walkthrough() {
     let client = client_from(&kubeconfig).await;
     let obj = wait_ready(&client).await;
     assert_eq!(obj.status.unwrap().synced_version, Some(1));
-    let secret = Api::<Secret>::namespaced(client.clone(), "default").get("db").await.unwrap();
+    let secret = Api::<Secret>::namespaced(client.clone(), "default")
+        .get("db")
+        .await
+        .unwrap();
     let data = secret.data.unwrap();
     assert_eq!(data["password"].0, b"quickstart-password-1");
 
     // a second terminal's kubectl sees it
     if let Ok(out) = Command::new("kubectl")
-        .args(["--kubeconfig", kubeconfig.to_str().unwrap(), "get", "okmssecrets,secrets", "-n", "default"])
+        .args([
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "get",
+            "okmssecrets,secrets",
+            "-n",
+            "default",
+        ])
         .output()
     {
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "kubectl get failed: {}", String::from_utf8_lossy(&out.stderr));
-        assert!(text.contains("quickstart/db") && text.contains("True"), "{text}");
+        assert!(
+            out.status.success(),
+            "kubectl get failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains("quickstart/db") && text.contains("True"),
+            "{text}"
+        );
         assert!(text.contains("secret/db "), "{text}");
     } else {
         eprintln!("kubectl not on PATH: skipping the kubectl part of the walkthrough");
@@ -124,9 +161,20 @@ async fn sandbox_walkthrough() {
 
     // /metrics shows the reconciles and OKMS calls; /readyz is true once synced
     let metrics = http_get(&running.metrics_url);
-    assert!(metrics.contains(r#"okms_operator_reconciles_total{kind="OkmsSecret",result="success""#), "{metrics}");
-    assert!(metrics.contains(r#"okms_operator_okms_requests_total{operation="secret.create",status_class="2xx"} 1"#), "{metrics}");
-    assert!(metrics.contains("okms_operator_versions_written_total 1"), "{metrics}");
+    assert!(
+        metrics.contains(r#"okms_operator_reconciles_total{kind="OkmsSecret",result="success""#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"okms_operator_okms_requests_total{operation="secret.create",status_class="2xx"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("okms_operator_versions_written_total 1"),
+        "{metrics}"
+    );
     let readyz = running.metrics_url.replace("/metrics", "/readyz");
     assert_eq!(http_get(&readyz), "ready");
     stop(running);
@@ -135,6 +183,10 @@ async fn sandbox_walkthrough() {
     let running = start(dir.path());
     let client = client_from(&kubeconfig).await;
     let obj = wait_ready(&client).await;
-    assert_eq!(obj.status.unwrap().synced_version, Some(1), "the persisted remote secret is reused, no new version");
+    assert_eq!(
+        obj.status.unwrap().synced_version,
+        Some(1),
+        "the persisted remote secret is reused, no new version"
+    );
     stop(running);
 }

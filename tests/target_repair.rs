@@ -25,14 +25,28 @@ async fn deleted_or_edited_target_is_repaired() {
     env.wait_ready("app").await;
     let okms_reads = env.okms.stats();
 
-    env.secrets().delete("app-creds", &DeleteParams::default()).await.unwrap();
-    env.wait("target recreated", || async { env.target("app-creds").await.filter(|t| t["password"] == "inline-pw-3c") })
-        .await;
+    env.secrets()
+        .delete("app-creds", &DeleteParams::default())
+        .await
+        .unwrap();
+    env.wait("target recreated", || async {
+        env.target("app-creds")
+            .await
+            .filter(|t| t["password"] == "inline-pw-3c")
+    })
+    .await;
 
     let patch = json!({"data": {"password": ByteString(b"tampered".to_vec())}});
-    env.secrets().patch("app-creds", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
-    env.wait("edited key repaired", || async { env.target("app-creds").await.filter(|t| t["password"] == "inline-pw-3c") })
-        .await;
+    env.secrets()
+        .patch("app-creds", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    env.wait("edited key repaired", || async {
+        env.target("app-creds")
+            .await
+            .filter(|t| t["password"] == "inline-pw-3c")
+    })
+    .await;
     // repairs come from the watch, long before the 1 h refresh, and need no new version
     assert_eq!(env.versions("repair/app-creds").await.len(), 1);
     assert!(env.okms.stats().total > okms_reads.total);
@@ -47,20 +61,47 @@ async fn foreign_secret_is_never_overwritten_and_merge_shares_it() {
     env.apply_okms_secret("grab", spec(None, "taken")).await;
     env.wait_reason("grab", "False", &["TargetConflict"]).await;
     let data = env.target("taken").await.unwrap();
-    assert_eq!(data, BTreeMap::from([("owner".to_string(), "someone-else".to_string())]));
-    let stalled = env.okms_secrets().get("grab").await.unwrap().status.unwrap().conditions;
-    assert!(stalled.iter().any(|c| c.type_ == "Stalled" && c.status == "True"));
+    assert_eq!(
+        data,
+        BTreeMap::from([("owner".to_string(), "someone-else".to_string())])
+    );
+    let stalled = env
+        .okms_secrets()
+        .get("grab")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .conditions;
+    assert!(
+        stalled
+            .iter()
+            .any(|c| c.type_ == "Stalled" && c.status == "True")
+    );
 
     common::create_secret_typed(&env.client, NS, "shared", "Opaque", foreign).await;
-    env.apply_okms_secret("merge", spec(Some("Merge"), "shared")).await;
+    env.apply_okms_secret("merge", spec(Some("Merge"), "shared"))
+        .await;
     env.wait_ready("merge").await;
     let data = env.target("shared").await.unwrap();
     assert_eq!(data["owner"], "someone-else", "keys of other owners stay");
     assert_eq!(data["password"], "inline-pw-3c");
     let secret = env.secrets().get("shared").await.unwrap();
-    assert!(secret.metadata.owner_references.unwrap_or_default().is_empty(), "Merge never takes ownership");
+    assert!(
+        secret
+            .metadata
+            .owner_references
+            .unwrap_or_default()
+            .is_empty(),
+        "Merge never takes ownership"
+    );
 
-    env.apply_okms_secret("merge-missing", spec(Some("Merge"), "absent")).await;
-    env.wait_reason("merge-missing", "False", &["TargetNotFound"]).await;
-    assert!(env.target("absent").await.is_none(), "Merge never creates the Secret");
+    env.apply_okms_secret("merge-missing", spec(Some("Merge"), "absent"))
+        .await;
+    env.wait_reason("merge-missing", "False", &["TargetNotFound"])
+        .await;
+    assert!(
+        env.target("absent").await.is_none(),
+        "Merge never creates the Secret"
+    );
 }

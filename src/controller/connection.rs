@@ -429,13 +429,16 @@ where
         .as_deref()
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
         .is_some_and(|t| {
-            (now - t.with_timezone(&Utc)).to_std().unwrap_or_default() < ctx.config.connection_probe_interval / 2
+            (now - t.with_timezone(&Utc)).to_std().unwrap_or_default()
+                < ctx.config.connection_probe_interval / 2
         });
-    let unchanged = previous.conditions == st.conditions && previous.observed_generation == st.observed_generation;
+    let unchanged = previous.conditions == st.conditions
+        && previous.observed_generation == st.observed_generation;
     if !(unchanged && probe_is_recent) {
         let api = K::api(&ctx.client, &namespace);
         let patch = json!({ "status": st });
-        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
     }
     let reason = match &outcome {
         Ok(()) => "Connected",

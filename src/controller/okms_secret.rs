@@ -387,7 +387,10 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
         }
         if before.as_ref() != Some(&after) {
             ctx.metrics.secrets_mirrored.inc();
-            events.push(("Mirrored", format!("mirrored version {mirror} into Secret {target_name:?}")));
+            events.push((
+                "Mirrored",
+                format!("mirrored version {mirror} into Secret {target_name:?}"),
+            ));
         }
         data_hmac = Some(new_hmac);
         last_sync_time = Some(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));

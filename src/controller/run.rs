@@ -57,7 +57,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
         .inspect(move |event| {
             if let Ok(watcher::Event::InitDone) = event {
                 debug!("OkmsSecret watch synced");
-                health.watches_synced.store(true, std::sync::atomic::Ordering::Relaxed);
+                health
+                    .watches_synced
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
             }
         })
         .applied_objects();
@@ -71,20 +73,29 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
     .touched_objects();
 
     // source Secrets: metadata only, mapped through the reverse index
-    let sources = watcher(namespaced::<PartialObjectMeta<Secret>>(&client, ns), watcher::Config::default())
-        .default_backoff()
-        .touched_objects();
+    let sources = watcher(
+        namespaced::<PartialObjectMeta<Secret>>(&client, ns),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .touched_objects();
 
     // connections: only spec changes matter to OkmsSecrets (a probe's status write would
     // otherwise re-reconcile every OkmsSecret using the connection)
-    let connections = watcher(namespaced::<OkmsConnection>(&client, ns), watcher::Config::default())
-        .default_backoff()
-        .applied_objects()
-        .predicate_filter(predicates::generation, Default::default());
-    let cluster_connections = watcher(Api::<ClusterOkmsConnection>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .applied_objects()
-        .predicate_filter(predicates::generation, Default::default());
+    let connections = watcher(
+        namespaced::<OkmsConnection>(&client, ns),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .applied_objects()
+    .predicate_filter(predicates::generation, Default::default());
+    let cluster_connections = watcher(
+        Api::<ClusterOkmsConnection>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .applied_objects()
+    .predicate_filter(predicates::generation, Default::default());
 
     let by_source = ctx.clone();
     let by_connection = ctx.clone();
@@ -93,37 +104,69 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
         .with_config(concurrency.clone())
         .watches_stream(targets, |s: PartialObjectMeta<Secret>| {
             let owner = s.labels().get(LABEL_SECRET).cloned();
-            owner.map(|name| ObjectRef::new(name.as_str()).within(&s.namespace().unwrap_or_default()))
+            owner.map(|name| {
+                ObjectRef::new(name.as_str()).within(&s.namespace().unwrap_or_default())
+            })
         })
         .watches_stream(sources, move |s: PartialObjectMeta<Secret>| {
-            by_source.index.lookup(&("Secret", s.namespace().unwrap_or_default(), s.name_any()))
+            by_source
+                .index
+                .lookup(&("Secret", s.namespace().unwrap_or_default(), s.name_any()))
         })
         .watches_stream(connections, move |c: OkmsConnection| {
-            by_connection.index.lookup(&("OkmsConnection", c.namespace().unwrap_or_default(), c.name_any()))
+            by_connection.index.lookup(&(
+                "OkmsConnection",
+                c.namespace().unwrap_or_default(),
+                c.name_any(),
+            ))
         })
         .watches_stream(cluster_connections, move |c: ClusterOkmsConnection| {
-            by_cluster_connection.index.lookup(&("ClusterOkmsConnection", String::new(), c.name_any()))
+            by_cluster_connection.index.lookup(&(
+                "ClusterOkmsConnection",
+                String::new(),
+                c.name_any(),
+            ))
         })
         .graceful_shutdown_on(stopped(shutdown.clone()))
-        .run(okms_secret::reconcile, okms_secret::error_policy, ctx.clone())
+        .run(
+            okms_secret::reconcile,
+            okms_secret::error_policy,
+            ctx.clone(),
+        )
         .for_each(|res| async move {
             if let Err(e) = res {
                 debug!(error = %e, "OkmsSecret reconcile error");
             }
         });
 
-    let connection_controller =
-        Controller::new(namespaced::<OkmsConnection>(&client, ns), watcher::Config::default())
-            .with_config(concurrency.clone())
-            .graceful_shutdown_on(stopped(shutdown.clone()))
-            .run(reconcile_connection::<OkmsConnection>, connection_error_policy, ctx.clone())
-            .for_each(|_| async {});
-    let cluster_connection_controller =
-        Controller::new(Api::<ClusterOkmsConnection>::all(client.clone()), watcher::Config::default())
-            .with_config(concurrency)
-            .graceful_shutdown_on(stopped(shutdown))
-            .run(reconcile_connection::<ClusterOkmsConnection>, connection_error_policy, ctx.clone())
-            .for_each(|_| async {});
+    let connection_controller = Controller::new(
+        namespaced::<OkmsConnection>(&client, ns),
+        watcher::Config::default(),
+    )
+    .with_config(concurrency.clone())
+    .graceful_shutdown_on(stopped(shutdown.clone()))
+    .run(
+        reconcile_connection::<OkmsConnection>,
+        connection_error_policy,
+        ctx.clone(),
+    )
+    .for_each(|_| async {});
+    let cluster_connection_controller = Controller::new(
+        Api::<ClusterOkmsConnection>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .with_config(concurrency)
+    .graceful_shutdown_on(stopped(shutdown))
+    .run(
+        reconcile_connection::<ClusterOkmsConnection>,
+        connection_error_policy,
+        ctx.clone(),
+    )
+    .for_each(|_| async {});
 
-    tokio::join!(secrets_controller, connection_controller, cluster_connection_controller);
+    tokio::join!(
+        secrets_controller,
+        connection_controller,
+        cluster_connection_controller
+    );
 }
