@@ -27,16 +27,16 @@ fn start(dir: &Path) -> Running {
         .current_dir(dir)
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("sandbox.stderr")).expect("stderr file"))
         .spawn()
         .expect("spawn okms-operator sandbox");
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
+            // keep draining after the test stopped listening: a closed pipe would break the
+            // sandbox's own stdout
+            let _ = tx.send(line);
         }
     });
     let start = Instant::now();
@@ -119,7 +119,7 @@ fn http_get(url: &str) -> String {
 async fn sandbox_walkthrough() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let running = start(dir.path());
+    let mut running = start(dir.path());
     let kubeconfig = dir.path().join(".sandbox/kubeconfig");
     assert!(kubeconfig.exists(), ".sandbox/kubeconfig is written");
     let client = client_from(&kubeconfig).await;
@@ -147,8 +147,10 @@ async fn sandbox_walkthrough() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
-            "kubectl get failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+            "kubectl get failed: {}\nsandbox alive: {:?}\nsandbox stderr:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            running.child.try_wait(),
+            std::fs::read_to_string(dir.path().join("sandbox.stderr")).unwrap_or_default()
         );
         assert!(
             text.contains("quickstart/db") && text.contains("True"),

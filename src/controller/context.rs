@@ -32,6 +32,8 @@ pub struct Context {
     /// Readiness flags of the admin server.
     pub health: Arc<Health>,
     backoff: Mutex<HashMap<ObjectRef<OkmsSecret>, u32>>,
+    /// resourceVersion of each object's last status write by this process.
+    written: Mutex<HashMap<ObjectRef<OkmsSecret>, u64>>,
 }
 
 impl Context {
@@ -55,6 +57,7 @@ impl Context {
             index: ReverseIndex::default(),
             health: Arc::new(Health::default()),
             backoff: Mutex::new(HashMap::new()),
+            written: Mutex::new(HashMap::new()),
         })
     }
 
@@ -79,6 +82,34 @@ impl Context {
             .min(Duration::from_secs(300));
         let jitter: f64 = rand::random();
         Duration::from_millis(500).max(ceiling.mul_f64(0.5 + 0.5 * jitter))
+    }
+
+    /// Records the resourceVersion our status write produced.
+    pub fn remember_write(&self, obj: &ObjectRef<OkmsSecret>, resource_version: &str) {
+        if let Ok(rv) = resource_version.parse::<u64>() {
+            self.written.lock().insert(obj.clone(), rv);
+        }
+    }
+
+    pub fn forget_write(&self, obj: &ObjectRef<OkmsSecret>) {
+        self.written.lock().remove(obj);
+    }
+
+    /// Whether a cached copy predates our last status write. resourceVersions are opaque in
+    /// general; when they are not integers (as etcd's are) nothing is ever considered stale.
+    pub fn is_stale(&self, obj: &ObjectRef<OkmsSecret>, resource_version: Option<&str>) -> bool {
+        let Some(cached) = resource_version.and_then(|rv| rv.parse::<u64>().ok()) else {
+            return false;
+        };
+        let mut written = self.written.lock();
+        match written.get(obj) {
+            Some(&ours) if cached < ours => true,
+            Some(_) => {
+                written.remove(obj);
+                false
+            }
+            None => false,
+        }
     }
 
     pub fn reset_backoff(&self, obj: &ObjectRef<OkmsSecret>) {
@@ -148,6 +179,31 @@ impl ReverseIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_copy_older_than_our_status_write_is_stale() {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let client = kube::Client::try_from(config).unwrap();
+        let ctx = Context::new(
+            client,
+            Config::default(),
+            HmacKey::generate(),
+            Arc::new(Metrics::new()),
+        );
+        let a = ObjectRef::<OkmsSecret>::new("a").within("ns");
+        assert!(!ctx.is_stale(&a, Some("5")), "nothing written yet");
+        ctx.remember_write(&a, "10");
+        assert!(ctx.is_stale(&a, Some("9")));
+        assert!(
+            !ctx.is_stale(&a, Some("opaque")),
+            "non-integer versions are never stale"
+        );
+        assert!(!ctx.is_stale(&a, Some("10")), "the fresh copy arrived");
+        assert!(
+            !ctx.is_stale(&a, Some("9")),
+            "and the record is gone once it did"
+        );
+    }
 
     #[test]
     fn reverse_index_follows_changes() {

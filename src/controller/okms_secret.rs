@@ -51,7 +51,15 @@ pub async fn reconcile(obj: Arc<OkmsSecret>, ctx: Arc<Context>) -> Result<Action
     let started = Instant::now();
     let oref = ObjectRef::from_obj(&*obj);
     let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
+    // a trigger (e.g. our own target apply) can arrive before our last status write reached the
+    // cache: acting on the stale copy would redo the sync, so wait for the fresh one
+    if obj.meta().deletion_timestamp.is_none()
+        && ctx.is_stale(&oref, obj.resource_version().as_deref())
+    {
+        return Ok(Action::requeue(std::time::Duration::from_millis(200)));
+    }
     if obj.meta().deletion_timestamp.is_some() {
+        ctx.forget_write(&oref);
         let result = cleanup(&obj, &ctx).await;
         ctx.index.remove(&oref);
         ctx.metrics.set_ready(&key, None);
@@ -69,8 +77,16 @@ pub async fn reconcile(obj: Arc<OkmsSecret>, ctx: Arc<Context>) -> Result<Action
                 status::ready(conds, outcome.reason, &outcome.message, generation, now)
             })
             .await?;
-            for (reason, note) in outcome.events {
-                publish(&ctx, &obj, EventType::Normal, reason, note).await;
+            // one Normal event per transition, whatever it did (each event costs a write and a
+            // recorder cache entry per object)
+            if !outcome.events.is_empty() {
+                let note = outcome
+                    .events
+                    .iter()
+                    .map(|(_, n)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                publish(&ctx, &obj, EventType::Normal, outcome.reason, note).await;
             }
             ctx.reset_backoff(&oref);
             ctx.metrics.set_ready(&key, Some(true));
@@ -715,12 +731,16 @@ async fn write_status(
         "metadata": { "name": obj.name_any(), "namespace": obj.namespace() },
         "status": new
     });
-    api.patch_status(
-        &obj.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    let written = api
+        .patch_status(
+            &obj.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    if let Some(rv) = written.resource_version() {
+        ctx.remember_write(&ObjectRef::from_obj(obj), &rv);
+    }
     Ok(())
 }
 

@@ -36,6 +36,19 @@ where
     }
 }
 
+/// What in an OkmsSecret calls for a reconcile: spec (generation), deletion, finalizers, labels
+/// and annotations. Status is ours and is left out.
+fn trigger_hash(o: &OkmsSecret) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    o.metadata.generation.hash(&mut h);
+    o.metadata.deletion_timestamp.is_some().hash(&mut h);
+    o.metadata.finalizers.hash(&mut h);
+    o.metadata.labels.hash(&mut h);
+    o.metadata.annotations.hash(&mut h);
+    Some(h.finish())
+}
+
 /// Runs every controller until `shutdown` flips.
 pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
     let client = ctx.client.clone();
@@ -62,7 +75,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
                     .store(true, std::sync::atomic::Ordering::Relaxed);
             }
         })
-        .applied_objects();
+        .applied_objects()
+        // our own status writes must not wake the controller again
+        .predicate_filter(trigger_hash, Default::default());
 
     // target Secrets: metadata only, our label only
     let targets = watcher(
