@@ -34,6 +34,9 @@ pub struct Context {
     backoff: Mutex<HashMap<ObjectRef<OkmsSecret>, u32>>,
     /// resourceVersion of each object's last status write by this process.
     written: Mutex<HashMap<ObjectRef<OkmsSecret>, u64>>,
+    /// resourceVersion of each target Secret our last apply produced: the watch event it causes
+    /// needs no reconcile.
+    own_targets: Mutex<HashMap<(String, String), String>>,
 }
 
 impl Context {
@@ -58,6 +61,7 @@ impl Context {
             health: Arc::new(Health::default()),
             backoff: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
+            own_targets: Mutex::new(HashMap::new()),
         })
     }
 
@@ -82,6 +86,33 @@ impl Context {
             .min(Duration::from_secs(300));
         let jitter: f64 = rand::random();
         Duration::from_millis(500).max(ceiling.mul_f64(0.5 + 0.5 * jitter))
+    }
+
+    /// Records the resourceVersion our apply of a target Secret produced.
+    pub fn remember_target_write(&self, namespace: &str, name: &str, resource_version: &str) {
+        self.own_targets.lock().insert(
+            (namespace.to_string(), name.to_string()),
+            resource_version.to_string(),
+        );
+    }
+
+    /// Whether a (non-delete) watch event of a target shows exactly our last apply; the record is
+    /// consumed, so any later change (an edit by someone else) triggers a repair.
+    pub fn is_own_target_write(
+        &self,
+        namespace: &str,
+        name: &str,
+        resource_version: Option<&str>,
+    ) -> bool {
+        let mut own = self.own_targets.lock();
+        let key = (namespace.to_string(), name.to_string());
+        match (own.get(&key), resource_version) {
+            (Some(ours), Some(seen)) if ours == seen => {
+                own.remove(&key);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Records the resourceVersion our status write produced.
@@ -202,6 +233,29 @@ mod tests {
         assert!(
             !ctx.is_stale(&a, Some("9")),
             "and the record is gone once it did"
+        );
+    }
+
+    #[tokio::test]
+    async fn only_the_exact_copy_of_our_target_apply_is_skipped() {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let client = kube::Client::try_from(config).unwrap();
+        let ctx = Context::new(
+            client,
+            Config::default(),
+            HmacKey::generate(),
+            Arc::new(Metrics::new()),
+        );
+        assert!(!ctx.is_own_target_write("ns", "t", Some("7")));
+        ctx.remember_target_write("ns", "t", "7");
+        assert!(
+            !ctx.is_own_target_write("ns", "t", Some("8")),
+            "someone else's change"
+        );
+        assert!(ctx.is_own_target_write("ns", "t", Some("7")));
+        assert!(
+            !ctx.is_own_target_write("ns", "t", Some("7")),
+            "consumed once"
         );
     }
 

@@ -230,11 +230,32 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
     // data of a version we know without reading it back (we just wrote or compared it)
     let mut known: Option<(u32, Map<String, Value>)> = None;
 
+    // A never-synced object with a source most likely has no remote secret yet: try the create
+    // first (one call instead of a 404 GET plus a create). An existing secret refuses it (409,
+    // or 400 on servers that say so) and the usual read follows.
+    let settings = plan::create_settings(spec.remote.as_ref());
+    let mut created = None;
+    if let Some(desired) = &desired
+        && spec.version.is_none()
+        && prev.and_then(|p| p.current_version).is_none()
+    {
+        match client
+            .create_secret(path, &SecretData(desired.clone()), settings.as_ref())
+            .await
+        {
+            Ok(meta) => created = Some(meta),
+            Err(e) if matches!(e.status(), Some(400 | 409)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
     // cheap check: metadata (and the selected version's state), no data
-    let remote = match client.get_secret(path, spec.version, false).await {
-        Ok(s) => Some(s),
-        Err(e) if e.is_not_found() => None,
-        Err(e) => return Err(e.into()),
+    let remote = match created {
+        Some(_) => None,
+        None => match client.get_secret(path, spec.version, false).await {
+            Ok(s) => Some(s),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e.into()),
+        },
     };
     let (metadata, mut current, mut current_state) = match remote {
         Some(s) => {
@@ -243,16 +264,18 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
             (s.metadata, current, state)
         }
         None => {
-            let (Some(desired), Some(_)) = (&desired, spec.version.is_none().then_some(())) else {
+            let (Some(desired), None) = (&desired, spec.version) else {
                 return Err(Error::RemoteNotFound {
                     path: path.to_string(),
                 });
             };
-            let settings = plan::create_settings(spec.remote.as_ref());
-            let meta = client
-                .create_secret(path, &SecretData(desired.clone()), settings.as_ref())
-                .await
-                .map_err(conflict_as_retry(path))?;
+            let meta = match created {
+                Some(meta) => meta,
+                None => client
+                    .create_secret(path, &SecretData(desired.clone()), settings.as_ref())
+                    .await
+                    .map_err(conflict_as_retry(path))?,
+            };
             let v = meta.current_version.unwrap_or(1);
             ctx.metrics.versions_written.inc();
             written = Some(v);
@@ -387,6 +410,9 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
             rendered,
         )
         .await?;
+        if let Some(rv) = applied.resource_version() {
+            ctx.remember_target_write(&ns, &target_name, &rv);
+        }
         let after = secret_bytes(&applied);
         let new_hmac = ctx.hmac.digest_map(&after);
         let before = existing.as_ref().map(secret_bytes);

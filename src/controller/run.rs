@@ -79,13 +79,32 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
         // our own status writes must not wake the controller again
         .predicate_filter(trigger_hash, Default::default());
 
-    // target Secrets: metadata only, our label only
+    // target Secrets: metadata only, our label only; the event of our own apply is skipped, any
+    // other change or a deletion triggers a repair
+    let own = ctx.clone();
     let targets = watcher(
         namespaced::<PartialObjectMeta<Secret>>(&client, ns),
         watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={FIELD_MANAGER}")),
     )
     .default_backoff()
-    .touched_objects();
+    .filter_map(move |event| {
+        let own = own.clone();
+        async move {
+            match event {
+                Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => {
+                    let ours = own.is_own_target_write(
+                        &s.namespace().unwrap_or_default(),
+                        &s.name_any(),
+                        s.resource_version().as_deref(),
+                    );
+                    (!ours).then_some(Ok(s))
+                }
+                Ok(watcher::Event::Delete(s)) => Some(Ok(s)),
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            }
+        }
+    });
 
     // source Secrets: metadata only, mapped through the reverse index
     let sources = watcher(
