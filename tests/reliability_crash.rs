@@ -14,8 +14,13 @@ use serde_json::json;
 
 use reliability_support::{self as rs, Cluster, OperatorProcess, Spawn};
 
-/// OkmsSecrets synced under the kills.
-const N: usize = 200;
+/// OkmsSecrets synced under the kills: 200 in CI, `OKMS_CRASH_OBJECTS=1000` for the full run.
+fn objects() -> usize {
+    std::env::var("OKMS_CRASH_OBJECTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200)
+}
 /// Kill/restart cycles.
 const KILLS: usize = 8;
 /// Source edits per cycle (random objects).
@@ -29,7 +34,7 @@ fn value(i: usize, round: usize) -> String {
 async fn sigkill_during_sync_never_duplicates_or_loses_a_write() {
     let cluster = Cluster::start().await;
     let mut desired: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-    for i in 0..N {
+    for i in 0..objects() {
         rs::set_source(&cluster.client, &format!("src-{i}"), &value(i, 0)).await;
         rs::apply_json(
             &cluster.client,
@@ -60,7 +65,7 @@ async fn sigkill_during_sync_never_duplicates_or_loses_a_write() {
         let run_for = Duration::from_millis(rng.random_range(300..2500));
         let t = Instant::now();
         for _ in 0..EDITS_PER_CYCLE {
-            let i = rng.random_range(0..N);
+            let i = rng.random_range(0..objects());
             let round = desired[&i].len();
             rs::set_source(&cluster.client, &format!("src-{i}"), &value(i, round)).await;
             desired.get_mut(&i).expect("known").push(value(i, round));
@@ -164,8 +169,9 @@ async fn sigkill_during_sync_never_duplicates_or_loses_a_write() {
         versions += hist.len();
     }
     let edits: usize = desired.values().map(|v| v.len() - 1).sum();
+    let n = objects();
     eprintln!(
-        "{N} OkmsSecrets, {KILLS} SIGKILLs ({kills_mid_write} while OKMS writes were under way), {edits} source edits, \
+        "{n} OkmsSecrets, {KILLS} SIGKILLs ({kills_mid_write} while OKMS writes were under way), {edits} source edits, \
          {versions} versions in total, final run converged in {converged_in:?}, whole test {:?}",
         started.elapsed()
     );
