@@ -104,7 +104,7 @@ async fn wait_for_count(env: &Env, op: &str, n: u64) -> TestResult {
         if Instant::now() > deadline {
             return Err(format!("emulator never counted {n} `{op}` requests").into());
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await; // allowed: poll interval of a deadline wait
     }
     Ok(())
 }

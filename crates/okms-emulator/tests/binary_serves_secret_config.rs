@@ -38,7 +38,7 @@ async fn binary_writes_endpoint_and_serves_secret_config() {
         }
         assert!(Instant::now() < deadline, "endpoint file never appeared");
         // Poll the condition (the file appears once the server listens).
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await; // allowed: poll interval of a deadline wait
     };
     let read = |n: &str| std::fs::read_to_string(dir.path().join(n)).unwrap();
     let client = common::client(

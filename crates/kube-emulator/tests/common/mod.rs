@@ -26,7 +26,7 @@ where
         if tokio::time::Instant::now() > deadline {
             panic!("timed out after {secs}s waiting for: {what}");
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await; // allowed: poll interval of a deadline wait
     }
 }
 
