@@ -686,6 +686,25 @@ async fn cleanup(obj: &OkmsSecret, ctx: &Context) -> Result<()> {
 }
 
 /// Patches a restart annotation onto each rollout target; a missing workload is a warning only.
+/// A JSON merge patch of one namespaced object.
+async fn merge_patch<K>(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    patch: &Value,
+) -> Result<(), kube::Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    Api::<K>::namespaced(ctx.client.clone(), ns)
+        .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .map(|_| ())
+}
+
 async fn restart_workloads(
     obj: &OkmsSecret,
     ctx: &Context,
@@ -697,21 +716,11 @@ async fn restart_workloads(
     };
     let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let patch = json!({ "spec": { "template": { "metadata": { "annotations": { ANNOTATION_RESTARTED_AT: now } } } } });
-    let params = PatchParams::default();
     for t in targets {
         let result = match t.kind {
-            WorkloadKind::Deployment => Api::<Deployment>::namespaced(ctx.client.clone(), ns)
-                .patch(&t.name, &params, &Patch::Merge(&patch))
-                .await
-                .map(|_| ()),
-            WorkloadKind::StatefulSet => Api::<StatefulSet>::namespaced(ctx.client.clone(), ns)
-                .patch(&t.name, &params, &Patch::Merge(&patch))
-                .await
-                .map(|_| ()),
-            WorkloadKind::DaemonSet => Api::<DaemonSet>::namespaced(ctx.client.clone(), ns)
-                .patch(&t.name, &params, &Patch::Merge(&patch))
-                .await
-                .map(|_| ()),
+            WorkloadKind::Deployment => merge_patch::<Deployment>(ctx, ns, &t.name, &patch).await,
+            WorkloadKind::StatefulSet => merge_patch::<StatefulSet>(ctx, ns, &t.name, &patch).await,
+            WorkloadKind::DaemonSet => merge_patch::<DaemonSet>(ctx, ns, &t.name, &patch).await,
         };
         match result {
             Ok(()) => events.push((
