@@ -177,11 +177,10 @@ pub fn watch(
                             return;
                         }
                     }
-                    Err(RecvError::Lagged(_)) => {
-                        let e = ApiError::expired("the watcher fell too far behind; relist");
-                        yield Ok(line("ERROR", &e.status()));
-                        return;
-                    }
+                    // like the API server with an unresponsive watcher: close the stream; the
+                    // client resumes from its last resourceVersion (replayed from the history,
+                    // or 410 if that is gone too)
+                    Err(RecvError::Lagged(_)) => return,
                     Err(RecvError::Closed) => return,
                 },
                 _ = tick.tick(), if params.bookmarks => {
