@@ -460,6 +460,63 @@ fn okms_secret(i: usize, ns: &str) -> Result<OkmsSecret> {
     }))?)
 }
 
+/// Counts the OkmsSecrets of one namespace a watch has seen `Ready=True`: both the operator's
+/// run and the bare client's are timed by it, so both include the same watch traffic.
+struct ReadyWatch {
+    rx: tokio::sync::mpsc::UnboundedReceiver<usize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ReadyWatch {
+    fn start(api: Api<OkmsSecret>) -> Self {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
+        let task = tokio::spawn(async move {
+            let mut ready: HashSet<String> = HashSet::new();
+            let mut stream = watcher(api, watcher::Config::default()).boxed();
+            while let Some(ev) = stream.next().await {
+                if let Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) = ev
+                    && is_ready(&o)
+                    && ready.insert(o.name_any())
+                {
+                    let _ = tx.send(ready.len());
+                }
+            }
+        });
+        Self { rx, task }
+    }
+
+    /// Waits until `n` objects were seen Ready (or [`STEP_TIMEOUT`] after `t0`).
+    async fn wait_all(&mut self, n: usize, t0: Instant, label: &str) -> Result<()> {
+        let deadline = t0 + STEP_TIMEOUT;
+        let mut last_print = Instant::now();
+        loop {
+            let got = tokio::time::timeout(Duration::from_secs(5), self.rx.recv()).await;
+            match got {
+                Ok(Some(k)) if k >= n => break,
+                Ok(Some(k)) if last_print.elapsed() > Duration::from_secs(5) => {
+                    eprintln!(
+                        "[{label}] {k}/{n} Ready after {:.1}s",
+                        t0.elapsed().as_secs_f64()
+                    );
+                    last_print = Instant::now();
+                }
+                Ok(None) => bail!("readiness watch ended"),
+                _ => {}
+            }
+            if Instant::now() > deadline {
+                bail!("not all Ready within {STEP_TIMEOUT:?}");
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ReadyWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 fn is_ready(o: &OkmsSecret) -> bool {
     o.status.as_ref().is_some_and(|s| {
         s.conditions
@@ -547,23 +604,7 @@ async fn one_run(args: &Args, bins: &Path, run: usize) -> Result<RunResult> {
 
     // watch readiness, then apply N OkmsSecrets
     let oapi: Api<OkmsSecret> = Api::namespaced(env.client.clone(), NS);
-    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
-    let watch_api = oapi.clone();
-    let watch_task = tokio::spawn(async move {
-        let mut ready: HashSet<String> = HashSet::new();
-        let mut stream = watcher(watch_api, watcher::Config::default()).boxed();
-        while let Some(ev) = stream.next().await {
-            let objs = match ev {
-                Ok(watcher::Event::Apply(o)) | Ok(watcher::Event::InitApply(o)) => vec![o],
-                _ => vec![],
-            };
-            for o in objs {
-                if is_ready(&o) && ready.insert(o.name_any()) {
-                    let _ = ready_tx.send(ready.len());
-                }
-            }
-        }
-    });
+    let mut ready = ReadyWatch::start(oapi.clone());
     env.okms_reset().await?;
     env.kube_stats(true).await?;
     let t0 = Instant::now();
@@ -577,29 +618,8 @@ async fn one_run(args: &Args, bins: &Path, run: usize) -> Result<RunResult> {
     })
     .await?;
     r.apply_s = t0.elapsed().as_secs_f64();
-    let deadline = t0 + STEP_TIMEOUT;
-    let mut last_print = Instant::now();
-    loop {
-        let got = tokio::time::timeout(Duration::from_secs(5), ready_rx.recv()).await;
-        match got {
-            Ok(Some(k)) if k >= args.n => break,
-            Ok(Some(k)) if last_print.elapsed() > Duration::from_secs(5) => {
-                eprintln!(
-                    "[run {run}] {k}/{} Ready after {:.1}s",
-                    args.n,
-                    t0.elapsed().as_secs_f64()
-                );
-                last_print = Instant::now();
-            }
-            Ok(None) => bail!("readiness watch ended"),
-            _ => {}
-        }
-        if Instant::now() > deadline {
-            bail!("not all Ready within {STEP_TIMEOUT:?}");
-        }
-    }
+    ready.wait_all(args.n, t0, &format!("run {run}")).await?;
     r.ready_s = t0.elapsed().as_secs_f64();
-    watch_task.abort();
     let okms = env.okms_stats().await?;
     let kube = env.kube_stats(false).await?;
     let n = args.n as f64;
@@ -805,6 +825,7 @@ async fn bare_run(env: &Env, args: &Args) -> Result<f64> {
     let sapi: Api<Secret> = Api::namespaced(env.client.clone(), BARE_NS);
     let (tx, rx) = tokio::sync::mpsc::channel::<usize>(args.n.max(1));
     let rx = Arc::new(tokio::sync::Mutex::new(rx));
+    let mut ready = ReadyWatch::start(oapi.clone());
     let t0 = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..args.concurrency.max(1) {
@@ -865,6 +886,7 @@ async fn bare_run(env: &Env, args: &Args) -> Result<f64> {
     for w in workers {
         w.await??;
     }
+    ready.wait_all(args.n, t0, "bare").await?;
     Ok(t0.elapsed().as_secs_f64())
 }
 
