@@ -67,13 +67,13 @@ pub const RULES: &[Rule] = &[
     cluster("okms.dev", "okmssecrets", &["list", "watch", "patch"]),
     // okms_secret.rs `write_status`: server-side apply of the status subresource.
     cluster("okms.dev", "okmssecrets/status", &["patch"]),
-    // connection.rs `fetch` (get_opt); run.rs `.watches(OkmsConnection)` and the connection
-    // `Controller::new` (list + watch).
+    // connection.rs `fetch` (get_opt on a cache miss); run.rs `.watches(OkmsConnection)` and
+    // the connection `Controller::new` (list + watch).
     cluster("okms.dev", "okmsconnections", &["get", "list", "watch"]),
     // connection.rs `reconcile_connection`: merge patch of the status subresource.
     cluster("okms.dev", "okmsconnections/status", &["patch"]),
-    // connection.rs `fetch` (get_opt); run.rs `.watches(ClusterOkmsConnection)` and the
-    // cluster-connection `Controller::new` (list + watch).
+    // connection.rs `fetch` (get_opt on a cache miss); run.rs `.watches(ClusterOkmsConnection)`
+    // and the cluster-connection `Controller::new` (list + watch).
     cluster(
         "okms.dev",
         "clusterokmsconnections",
@@ -89,9 +89,8 @@ pub const RULES: &[Rule] = &[
     // connection.rs `check_allowed`: the namespace's labels for ClusterOkmsConnection
     // allowedNamespaces selectors (get_opt).
     cluster("", "namespaces", &["get"]),
-    // controller/context.rs `Recorder` (kube-runtime events): creates events.k8s.io/v1 Events
-    // and merge-patches their series on repeats.
-    cluster("events.k8s.io", "events", &["create", "patch"]),
+    // controller/context.rs `Recorder`: creates events.k8s.io/v1 Events (never updates them).
+    cluster("events.k8s.io", "events", &["create"]),
     // okms_secret.rs `restart_workloads`: merge patch of the pod template's restartedAt annotation.
     cluster("apps", "deployments", &["patch"]),
     cluster("apps", "statefulsets", &["patch"]),

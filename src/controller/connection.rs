@@ -10,6 +10,7 @@ use chrono::Utc;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use parking_lot::Mutex;
 use serde_json::json;
@@ -76,7 +77,8 @@ pub struct Fetched {
     pub allowed_namespaces: Option<AllowedNamespaces>,
 }
 
-/// Fetches the connection an OkmsSecret refers to.
+/// Fetches the connection an OkmsSecret refers to: from the connection watch's cache, else (not
+/// seen yet, or no watch running) from the API.
 pub async fn fetch(
     ctx: &Context,
     kind: ConnectionKind,
@@ -85,39 +87,55 @@ pub async fn fetch(
 ) -> Result<Fetched> {
     match kind {
         ConnectionKind::OkmsConnection => {
-            let api: Api<OkmsConnection> = Api::namespaced(ctx.client.clone(), namespace);
-            let c = api
-                .get_opt(name)
-                .await?
-                .ok_or_else(|| Error::ConnectionNotFound {
-                    kind: "OkmsConnection",
-                    name: format!("{namespace}/{name}"),
-                })?;
+            let cached = ctx
+                .connection_stores
+                .read()
+                .as_ref()
+                .and_then(|s| s.namespaced.get(&ObjectRef::new(name).within(namespace)));
+            let c = match cached {
+                Some(c) => Some(c),
+                None => Api::<OkmsConnection>::namespaced(ctx.client.clone(), namespace)
+                    .get_opt(name)
+                    .await?
+                    .map(Arc::new),
+            };
+            let c = c.ok_or_else(|| Error::ConnectionNotFound {
+                kind: "OkmsConnection",
+                name: format!("{namespace}/{name}"),
+            })?;
             Ok(Fetched {
                 kind,
                 namespace: namespace.to_string(),
                 name: name.to_string(),
                 resource_version: c.resource_version().unwrap_or_default(),
-                spec: c.spec.connection,
+                spec: c.spec.connection.clone(),
                 allowed_namespaces: None,
             })
         }
         ConnectionKind::ClusterOkmsConnection => {
-            let api: Api<ClusterOkmsConnection> = Api::all(ctx.client.clone());
-            let c = api
-                .get_opt(name)
-                .await?
-                .ok_or_else(|| Error::ConnectionNotFound {
-                    kind: "ClusterOkmsConnection",
-                    name: name.to_string(),
-                })?;
+            let cached = ctx
+                .connection_stores
+                .read()
+                .as_ref()
+                .and_then(|s| s.cluster.get(&ObjectRef::new(name)));
+            let c = match cached {
+                Some(c) => Some(c),
+                None => Api::<ClusterOkmsConnection>::all(ctx.client.clone())
+                    .get_opt(name)
+                    .await?
+                    .map(Arc::new),
+            };
+            let c = c.ok_or_else(|| Error::ConnectionNotFound {
+                kind: "ClusterOkmsConnection",
+                name: name.to_string(),
+            })?;
             Ok(Fetched {
                 kind,
                 namespace: String::new(),
                 name: name.to_string(),
                 resource_version: c.resource_version().unwrap_or_default(),
-                spec: c.spec.connection,
-                allowed_namespaces: c.spec.allowed_namespaces,
+                spec: c.spec.connection.clone(),
+                allowed_namespaces: c.spec.allowed_namespaces.clone(),
             })
         }
     }

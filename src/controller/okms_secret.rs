@@ -12,14 +12,13 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::{Map, Value, json};
 use tracing::{debug, info, warn};
 
 use crate::controller::connection;
-use crate::controller::context::{Context, FIELD_MANAGER, RefKey};
+use crate::controller::context::{Context, EventType, FIELD_MANAGER, RefKey};
 use crate::controller::plan;
 use crate::crd::{
     ConnectionKind, CreationPolicy, DeletionPolicy, OkmsSecret, OkmsSecretStatus, Source,
@@ -77,8 +76,7 @@ pub async fn reconcile(obj: Arc<OkmsSecret>, ctx: Arc<Context>) -> Result<Action
                 status::ready(conds, outcome.reason, &outcome.message, generation, now)
             })
             .await?;
-            // one Normal event per transition, whatever it did (each event costs a write and a
-            // recorder cache entry per object)
+            // one Normal event per transition, whatever it did (each event costs a write)
             if !outcome.events.is_empty() {
                 let note = outcome
                     .events
@@ -215,7 +213,16 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
     let target_name = target.name.clone().unwrap_or_else(|| name.clone());
     let creation = target.creation_policy.unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let existing = secrets.get_opt(&target_name).await?;
+    // a target the Secret watch proves absent needs no read (most first syncs)
+    let existing =
+        if ctx
+            .secret_names
+            .surely_absent(&ns, &target_name, obj.resource_version().as_deref())
+        {
+            None
+        } else {
+            secrets.get_opt(&target_name).await?
+        };
     match (&existing, creation) {
         (Some(s), CreationPolicy::Owner | CreationPolicy::Orphan) if !is_ours(s, &name) => {
             return Err(Error::TargetConflict { name: target_name });
@@ -780,14 +787,11 @@ async fn write_status(
 }
 
 async fn publish(ctx: &Context, obj: &OkmsSecret, type_: EventType, reason: &str, note: String) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+    if let Err(e) = ctx
+        .recorder
+        .publish(&obj.object_ref(&()), type_, reason, note)
+        .await
+    {
         debug!(error = %e, "could not publish event");
     }
 }

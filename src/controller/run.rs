@@ -2,6 +2,7 @@
 //! Secrets, connection watches, and the two connection controllers.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
@@ -15,9 +16,10 @@ use kube::{Resource, ResourceExt};
 use tracing::debug;
 
 use crate::controller::connection::{connection_error_policy, reconcile_connection};
-use crate::controller::context::{Context, FIELD_MANAGER};
+use crate::controller::context::{ConnectionStores, Context, FIELD_MANAGER};
 use crate::controller::okms_secret::{self, LABEL_MANAGED_BY, LABEL_SECRET};
 use crate::crd::{ClusterOkmsConnection, OkmsConnection, OkmsSecret};
+use crate::http::Health;
 
 /// Flips to `true` when the operator must stop; in-flight reconciles finish first.
 pub type Shutdown = tokio::sync::watch::Receiver<bool>;
@@ -49,6 +51,41 @@ fn trigger_hash(o: &OkmsSecret) -> Option<u64> {
     Some(h.finish())
 }
 
+/// What the OkmsSecret cache keeps of an object: everything but managedFields and kubectl's
+/// last-applied copy of the whole object (together most of its size; neither is ever read).
+fn slim(o: &mut OkmsSecret) {
+    // `None`, not `clear()`: a cleared Vec keeps its buffer
+    o.metadata.managed_fields = None;
+    o.annotations_mut()
+        .remove("kubectl.kubernetes.io/last-applied-configuration");
+}
+
+/// Counts the watches that still have to list once; the operator is ready when none is left.
+struct Readiness {
+    health: Arc<Health>,
+    left: AtomicUsize,
+}
+
+impl Readiness {
+    /// An `inspect` callback for one watch: its first `InitDone` counts.
+    fn on_first_sync<K>(
+        self: &Arc<Self>,
+        what: &'static str,
+    ) -> impl FnMut(&Result<watcher::Event<K>, watcher::Error>) + use<K> {
+        let this = self.clone();
+        let mut done = false;
+        move |event| {
+            if !done && matches!(event, Ok(watcher::Event::InitDone)) {
+                done = true;
+                debug!(watch = what, "watch synced");
+                if this.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    this.health.watches_synced.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
 /// Runs every controller until `shutdown` flips.
 pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
     let client = ctx.client.clone();
@@ -61,18 +98,21 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
     if let Some(sel) = &ctx.config.selector {
         wc = wc.labels(sel);
     }
+    // ready (`/readyz`) once each of the five watches below has listed once
+    let readiness = Arc::new(Readiness {
+        health: ctx.health.clone(),
+        left: AtomicUsize::new(5),
+    });
     let (reader, writer) = reflector::store::<OkmsSecret>();
-    let health = ctx.health.clone();
+    let seen = ctx.clone();
     let okms_secrets = watcher(namespaced::<OkmsSecret>(&client, ns), wc)
         .default_backoff()
-        .modify(|o| o.managed_fields_mut().clear())
+        .modify(slim)
         .reflect(writer)
+        .inspect(readiness.on_first_sync("OkmsSecret"))
         .inspect(move |event| {
-            if let Ok(watcher::Event::InitDone) = event {
-                debug!("OkmsSecret watch synced");
-                health
-                    .watches_synced
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            if let Ok(watcher::Event::Apply(o)) = event {
+                seen.observed(o);
             }
         })
         .applied_objects()
@@ -87,6 +127,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
         watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={FIELD_MANAGER}")),
     )
     .default_backoff()
+    .inspect(readiness.on_first_sync("target Secret"))
     .filter_map(move |event| {
         let own = own.clone();
         async move {
@@ -106,21 +147,39 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
         }
     });
 
-    // source Secrets: metadata only, mapped through the reverse index
+    // source Secrets: metadata only, mapped through the reverse index; the same watch keeps the
+    // set of existing Secret names
+    let names = ctx.clone();
     let sources = watcher(
         namespaced::<PartialObjectMeta<Secret>>(&client, ns),
         watcher::Config::default(),
     )
     .default_backoff()
+    .inspect(readiness.on_first_sync("Secret"))
+    .inspect(move |event| {
+        if let Ok(event) = event {
+            names.secret_names.observe(event);
+        }
+    })
     .touched_objects();
 
     // connections: only spec changes matter to OkmsSecrets (a probe's status write would
-    // otherwise re-reconcile every OkmsSecret using the connection)
+    // otherwise re-reconcile every OkmsSecret using the connection); reconciles read them from
+    // these caches, which are updated before the change is passed on
+    let (conn_reader, conn_writer) = reflector::store::<OkmsConnection>();
+    let (cluster_reader, cluster_writer) = reflector::store::<ClusterOkmsConnection>();
+    *ctx.connection_stores.write() = Some(ConnectionStores {
+        namespaced: conn_reader,
+        cluster: cluster_reader,
+    });
     let connections = watcher(
         namespaced::<OkmsConnection>(&client, ns),
         watcher::Config::default(),
     )
     .default_backoff()
+    .modify(|c| c.metadata.managed_fields = None)
+    .reflect(conn_writer)
+    .inspect(readiness.on_first_sync("OkmsConnection"))
     .applied_objects()
     .predicate_filter(predicates::generation, Default::default());
     let cluster_connections = watcher(
@@ -128,6 +187,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
         watcher::Config::default(),
     )
     .default_backoff()
+    .modify(|c| c.metadata.managed_fields = None)
+    .reflect(cluster_writer)
+    .inspect(readiness.on_first_sync("ClusterOkmsConnection"))
     .applied_objects()
     .predicate_filter(predicates::generation, Default::default());
 
