@@ -74,6 +74,10 @@ struct RunArgs {
     /// Maximum concurrent reconciles.
     #[arg(long, env = "OKMS_OPERATOR_CONCURRENCY", default_value_t = 32)]
     concurrency: u16,
+    /// Threads of the async runtime. Not the node's core count: the work is mostly waiting on
+    /// the network, and each thread costs memory and context switches.
+    #[arg(long, env = "OKMS_OPERATOR_WORKER_THREADS", default_value_t = DEFAULT_WORKER_THREADS, value_parser = clap::value_parser!(u16).range(1..=256))]
+    worker_threads: u16,
     /// Run only while holding the Lease in the operator namespace.
     #[arg(long, env = "OKMS_OPERATOR_LEADER_ELECTION", default_value_t = false)]
     leader_election: bool,
@@ -103,9 +107,25 @@ struct RunArgs {
     operator_namespace: Option<String>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Runtime threads unless `--worker-threads` says otherwise (the sandbox always uses these).
+const DEFAULT_WORKER_THREADS: u16 = 2;
+
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let workers = match &cli.command {
+        Some(Command::Run(args)) => args.worker_threads,
+        None => cli.run.worker_threads,
+        Some(_) => DEFAULT_WORKER_THREADS,
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(usize::from(workers))
+        .enable_all()
+        .build()
+        .context("start the async runtime")?
+        .block_on(run_cli(cli))
+}
+
+async fn run_cli(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Crd) => {
             print!("{}", okms_operator::crd::crds_yaml());

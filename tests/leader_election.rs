@@ -35,6 +35,8 @@ fn replica(name: &'static str, kubeconfig: &std::path::Path) -> Replica {
             "3s",
             "--metrics-addr",
             "127.0.0.1:0",
+            "--worker-threads",
+            "1",
         ])
         .args(["--operator-namespace", OPERATOR_NS])
         .env("KUBECONFIG", kubeconfig)
