@@ -453,16 +453,21 @@ mod tests {
     use kube::core::PartialObjectMeta;
     use kube::runtime::watcher::Event;
 
-    #[tokio::test]
-    async fn a_copy_older_than_our_status_write_is_stale() {
+    /// A context whose client points nowhere: these tests never reach the network.
+    fn test_context() -> Arc<Context> {
         let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
         let client = kube::Client::try_from(config).unwrap();
-        let ctx = Context::new(
+        Context::new(
             client,
             Config::default(),
             HmacKey::generate(),
             Arc::new(Metrics::new()),
-        );
+        )
+    }
+
+    #[tokio::test]
+    async fn a_copy_older_than_our_status_write_is_stale() {
+        let ctx = test_context();
         let a = ObjectRef::<OkmsSecret>::new("a").within("ns");
         assert!(!ctx.is_stale(&a, Some("5")), "nothing written yet");
         ctx.remember_write(&a, "10");
@@ -498,14 +503,7 @@ mod tests {
 
     #[tokio::test]
     async fn only_the_exact_copy_of_our_target_apply_is_skipped() {
-        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
-        let client = kube::Client::try_from(config).unwrap();
-        let ctx = Context::new(
-            client,
-            Config::default(),
-            HmacKey::generate(),
-            Arc::new(Metrics::new()),
-        );
+        let ctx = test_context();
         assert!(!ctx.is_own_target_write("ns", "t", Some("7")));
         ctx.remember_target_write("ns", "t", "7");
         assert!(
