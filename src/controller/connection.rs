@@ -92,16 +92,12 @@ pub async fn fetch(
                 .read()
                 .as_ref()
                 .and_then(|s| s.namespaced.get(&ObjectRef::new(name).within(namespace)));
-            let c = match cached {
-                Some(c) => Some(c),
-                None => Api::<OkmsConnection>::namespaced(ctx.client.clone(), namespace)
-                    .get_opt(name)
-                    .await?
-                    .map(Arc::new),
-            };
-            let c = c.ok_or_else(|| Error::ConnectionNotFound {
-                kind: "OkmsConnection",
-                name: format!("{namespace}/{name}"),
+            let api = Api::<OkmsConnection>::namespaced(ctx.client.clone(), namespace);
+            let c = cached_or_get(cached, api, name).await?.ok_or_else(|| {
+                Error::ConnectionNotFound {
+                    kind: "OkmsConnection",
+                    name: format!("{namespace}/{name}"),
+                }
             })?;
             Ok(Fetched {
                 kind,
@@ -118,16 +114,12 @@ pub async fn fetch(
                 .read()
                 .as_ref()
                 .and_then(|s| s.cluster.get(&ObjectRef::new(name)));
-            let c = match cached {
-                Some(c) => Some(c),
-                None => Api::<ClusterOkmsConnection>::all(ctx.client.clone())
-                    .get_opt(name)
-                    .await?
-                    .map(Arc::new),
-            };
-            let c = c.ok_or_else(|| Error::ConnectionNotFound {
-                kind: "ClusterOkmsConnection",
-                name: name.to_string(),
+            let api = Api::<ClusterOkmsConnection>::all(ctx.client.clone());
+            let c = cached_or_get(cached, api, name).await?.ok_or_else(|| {
+                Error::ConnectionNotFound {
+                    kind: "ClusterOkmsConnection",
+                    name: name.to_string(),
+                }
             })?;
             Ok(Fetched {
                 kind,
@@ -139,6 +131,17 @@ pub async fn fetch(
             })
         }
     }
+}
+
+/// The watch's copy, else the API's (the watch has not seen the object yet, or is not running).
+async fn cached_or_get<K>(cached: Option<Arc<K>>, api: Api<K>, name: &str) -> Result<Option<Arc<K>>>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    Ok(match cached {
+        Some(c) => Some(c),
+        None => api.get_opt(name).await?.map(Arc::new),
+    })
 }
 
 impl Fetched {

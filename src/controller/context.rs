@@ -168,10 +168,9 @@ impl Context {
         if written.is_empty() {
             return;
         }
-        let key = format!(
-            "{}/{}",
+        let key = ns_name(
             obj.metadata.namespace.as_deref().unwrap_or_default(),
-            obj.metadata.name.as_deref().unwrap_or_default()
+            obj.metadata.name.as_deref().unwrap_or_default(),
         );
         if written.get(&key).is_some_and(|&ours| ours <= rv) {
             written.remove(&key);
@@ -278,8 +277,13 @@ struct NamesInner {
     seen: u64,
 }
 
+/// `namespace/name`: the one key format of every per-object map here (names cannot hold `/`).
+fn ns_name(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
 fn name_key(namespace: &str, name: &str) -> Box<str> {
-    format!("{namespace}/{name}").into_boxed_str()
+    ns_name(namespace, name).into_boxed_str()
 }
 
 impl SecretNames {
@@ -364,11 +368,7 @@ struct IndexInner {
 }
 
 fn owner_key(owner: &ObjectRef<OkmsSecret>) -> String {
-    format!(
-        "{}/{}",
-        owner.namespace.as_deref().unwrap_or_default(),
-        owner.name
-    )
+    ns_name(owner.namespace.as_deref().unwrap_or_default(), &owner.name)
 }
 
 impl ReverseIndex {
