@@ -1,5 +1,6 @@
-//! The target Secret: repaired at once when deleted or edited, never taken from someone else,
-//! and shared key by key with `creationPolicy: Merge`.
+//! The target Secret: repaired at once when deleted or edited, never taken from someone else
+//! (but created at once when the foreign Secret goes away), and shared key by key with
+//! `creationPolicy: Merge`.
 
 mod common;
 
@@ -79,6 +80,18 @@ async fn foreign_secret_is_never_overwritten_and_merge_shares_it() {
             .any(|c| c.type_ == "Stalled" && c.status == "True")
     );
 
+    // The foreign Secret goes away (its old owner is uninstalled): the target is created at once,
+    // woken by the Secret's deletion, not by the conflict retry (≥ 60 s, past the wait's deadline).
+    env.secrets()
+        .delete("taken", &DeleteParams::default())
+        .await
+        .unwrap();
+    env.wait_ready("grab").await;
+    assert_eq!(
+        env.target("taken").await.unwrap()["password"],
+        "inline-pw-3c"
+    );
+
     common::create_secret_typed(&env.client, NS, "shared", "Opaque", foreign).await;
     env.apply_okms_secret("merge", spec(Some("Merge"), "shared"))
         .await;
@@ -104,4 +117,23 @@ async fn foreign_secret_is_never_overwritten_and_merge_shares_it() {
         env.target("absent").await.is_none(),
         "Merge never creates the Secret"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_secret_named_like_the_okms_secret_is_taken_once_it_is_gone() {
+    let env = Env::start().await;
+    let foreign = [("owner", b"someone-else".to_vec())];
+    common::create_secret_typed(&env.client, NS, "db", "Opaque", foreign).await;
+    // no target name: the target is named like the OkmsSecret
+    let spec = json!({"connectionRef": {"name": "okms"}, "path": "repair/db", "source": {"inline": {"password": "inline-pw-3c"}}});
+    env.apply_okms_secret("db", spec).await;
+    env.wait_reason("db", "False", &["TargetConflict"]).await;
+    assert_eq!(env.target("db").await.unwrap()["owner"], "someone-else");
+
+    env.secrets()
+        .delete("db", &DeleteParams::default())
+        .await
+        .unwrap();
+    env.wait_ready("db").await;
+    assert_eq!(env.target("db").await.unwrap()["password"], "inline-pw-3c");
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event as K8sEvent;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use kube::api::{Api, PostParams};
+use kube::Resource;
+use kube::api::PostParams;
 use kube::runtime::reflector::{ObjectRef, Store};
 use parking_lot::{Mutex, RwLock};
 
@@ -182,6 +183,35 @@ impl Context {
     }
 }
 
+/// The one thing the operator reads from the response of a status write or an Event create: the
+/// new resourceVersion. The response is asked for as `PartialObjectMetadata` and everything but
+/// `metadata.resourceVersion` is skipped while parsing, so neither the object nor its
+/// managedFields (most of an SSA response) are decoded. Servers that ignore the `as=` media
+/// parameter send the whole object; the decode is the same.
+pub async fn send_for_version(
+    client: &kube::Client,
+    mut request: http::Request<Vec<u8>>,
+) -> Result<Option<String>, kube::Error> {
+    #[derive(serde::Deserialize)]
+    struct Written {
+        #[serde(default)]
+        metadata: WrittenMeta,
+    }
+    #[derive(serde::Deserialize, Default)]
+    struct WrittenMeta {
+        #[serde(rename = "resourceVersion")]
+        resource_version: Option<String>,
+    }
+    request.headers_mut().insert(
+        http::header::ACCEPT,
+        http::HeaderValue::from_static(
+            "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json",
+        ),
+    );
+    let written: Written = client.request(request).await?;
+    Ok(written.metadata.resource_version)
+}
+
 /// Whether an event reports normal progress or a failure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventType {
@@ -247,10 +277,13 @@ impl Recorder {
             ),
             ..Default::default()
         };
-        Api::<K8sEvent>::namespaced(self.client.clone(), namespace)
-            .create(&PostParams::default(), &event)
-            .await
-            .map(|_| ())
+        let request = kube::core::Request::new(K8sEvent::url_path(&(), Some(namespace)))
+            .create(
+                &PostParams::default(),
+                serde_json::to_vec(&event).map_err(kube::Error::SerdeError)?,
+            )
+            .map_err(kube::Error::BuildRequest)?;
+        send_for_version(&self.client, request).await.map(|_| ())
     }
 }
 

@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 use tracing::{debug, info, warn};
 
 use crate::controller::connection;
-use crate::controller::context::{Context, EventType, FIELD_MANAGER, RefKey};
+use crate::controller::context::{Context, EventType, FIELD_MANAGER, RefKey, send_for_version};
 use crate::controller::plan;
 use crate::crd::{
     ConnectionKind, CreationPolicy, DeletionPolicy, OkmsSecret, OkmsSecretStatus, Source,
@@ -32,6 +32,8 @@ use crate::status;
 pub const FINALIZER: &str = "okms.dev/cleanup";
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const LABEL_SECRET: &str = "okms.dev/secret";
+/// Reverse-index kind of a target Secret (a source Secret is indexed as "Secret").
+pub const TARGET: &str = "Target";
 pub const ANNOTATION_VERSION: &str = "okms.dev/version";
 pub const ANNOTATION_RESTARTED_AT: &str = "okms.dev/restartedAt";
 /// How many times a lost check-and-set is re-planned before `Conflict` is reported.
@@ -186,6 +188,15 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
     {
         refs.push(("Secret", ns.clone(), r.name.clone()));
     }
+    // the target by name, not only by our labels: a foreign Secret in the way, a target whose
+    // labels were stripped, or a Merge target created later still wakes its owner. A target
+    // named like its OkmsSecret (the default) is found from the OkmsSecret cache, without an
+    // index entry (10 000 of them cost 3 MiB).
+    let target = spec.target.clone().unwrap_or_default();
+    let target_name = target.name.clone().unwrap_or_else(|| name.clone());
+    if target_name != name {
+        refs.push((TARGET, ns.clone(), target_name.clone()));
+    }
     ctx.index.set(&ObjectRef::from_obj(obj), refs);
 
     // dereference: connection (isolation checked before any OKMS call), source, target
@@ -201,7 +212,6 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
         .transpose()?;
     let desired_hmac = desired_text.as_ref().map(|t| ctx.hmac.digest(t.as_bytes()));
 
-    let target = spec.target.clone().unwrap_or_default();
     // With a source (and Overwrite) the mirrored data will be the desired data, known before any
     // write: a target it cannot render (template naming a missing key, undecodable Base64) is
     // refused now, instead of after the data was written to OKMS.
@@ -210,7 +220,6 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
     {
         render::render_target(desired, &target)?;
     }
-    let target_name = target.name.clone().unwrap_or_else(|| name.clone());
     let creation = target.creation_policy.unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     // a target the Secret watch proves absent needs no read (most first syncs)
@@ -765,22 +774,21 @@ async fn write_status(
     if obj.status.as_ref() == Some(&new) {
         return Ok(());
     }
-    let api: Api<OkmsSecret> =
-        Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
     let patch = json!({
         "apiVersion": "okms.dev/v1alpha1",
         "kind": "OkmsSecret",
         "metadata": { "name": obj.name_any(), "namespace": obj.namespace() },
         "status": new
     });
-    let written = api
-        .patch_status(
+    let request = kube::core::Request::new(OkmsSecret::url_path(&(), obj.namespace().as_deref()))
+        .patch_subresource(
+            "status",
             &obj.name_any(),
             &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(&patch),
         )
-        .await?;
-    if let Some(rv) = written.resource_version() {
+        .map_err(kube::Error::BuildRequest)?;
+    if let Some(rv) = send_for_version(&ctx.client, request).await? {
         ctx.remember_write(&ObjectRef::from_obj(obj), &rv);
     }
     Ok(())

@@ -1,5 +1,5 @@
-//! Wiring: the OkmsSecret controller with its metadata-only watches of target and source
-//! Secrets, connection watches, and the two connection controllers.
+//! Wiring: the OkmsSecret controller with its metadata-only watch of Secrets (targets and
+//! sources), connection watches, and the two connection controllers.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,15 +9,15 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
-use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, watcher};
 use kube::runtime::{WatchStreamExt, predicates};
 use kube::{Resource, ResourceExt};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::controller::connection::{connection_error_policy, reconcile_connection};
 use crate::controller::context::{ConnectionStores, Context, FIELD_MANAGER};
-use crate::controller::okms_secret::{self, LABEL_MANAGED_BY, LABEL_SECRET};
+use crate::controller::okms_secret::{self, LABEL_MANAGED_BY, LABEL_SECRET, TARGET};
 use crate::crd::{ClusterOkmsConnection, OkmsConnection, OkmsSecret};
 use crate::http::Health;
 
@@ -60,6 +60,51 @@ fn slim(o: &mut OkmsSecret) {
         .remove("kubectl.kubernetes.io/last-applied-configuration");
 }
 
+/// The OkmsSecrets a Secret's watch event concerns: every OkmsSecret that reads it, and the
+/// owners of a target (by name from the reverse index, by our label for a target listed before
+/// its owner was reconciled) unless the event shows exactly our own last apply.
+fn secret_triggers(
+    ctx: &Context,
+    cache: &Store<OkmsSecret>,
+    s: &PartialObjectMeta<Secret>,
+    deleted: bool,
+) -> Vec<ObjectRef<OkmsSecret>> {
+    let namespace = s.namespace().unwrap_or_default();
+    let name = s.name_any();
+    let mut owners = ctx.index.lookup(&(TARGET, namespace.clone(), name.clone()));
+    // the OkmsSecret of the same name, when its target has that name (the default)
+    let same_name = ObjectRef::new(&name).within(&namespace);
+    if cache.get(&same_name).is_some_and(|o| {
+        let target = o.spec.target.as_ref().and_then(|t| t.name.as_deref());
+        target.is_none_or(|t| t == name)
+    }) && !owners.contains(&same_name)
+    {
+        owners.push(same_name);
+    }
+    let labels = s.labels();
+    if labels.get(LABEL_MANAGED_BY).map(String::as_str) == Some(FIELD_MANAGER)
+        && let Some(owner) = labels.get(LABEL_SECRET)
+    {
+        let owner = ObjectRef::new(owner).within(&namespace);
+        if !owners.contains(&owner) {
+            owners.push(owner);
+        }
+    }
+    if !owners.is_empty()
+        && !deleted
+        && ctx.is_own_target_write(&namespace, &name, s.resource_version().as_deref())
+    {
+        owners.clear();
+    }
+    let mut refs = ctx.index.lookup(&("Secret", namespace, name));
+    for owner in owners {
+        if !refs.contains(&owner) {
+            refs.push(owner);
+        }
+    }
+    refs
+}
+
 /// Counts the watches that still have to list once; the operator is ready when none is left.
 struct Readiness {
     health: Arc<Health>,
@@ -98,10 +143,10 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
     if let Some(sel) = &ctx.config.selector {
         wc = wc.labels(sel);
     }
-    // ready (`/readyz`) once each of the five watches below has listed once
+    // ready (`/readyz`) once each of the four watches below has listed once
     let readiness = Arc::new(Readiness {
         health: ctx.health.clone(),
-        left: AtomicUsize::new(5),
+        left: AtomicUsize::new(4),
     });
     let (reader, writer) = reflector::store::<OkmsSecret>();
     let seen = ctx.clone();
@@ -119,49 +164,40 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
         // our own status writes must not wake the controller again
         .predicate_filter(trigger_hash, Default::default());
 
-    // target Secrets: metadata only, our label only; the event of our own apply is skipped, any
-    // other change or a deletion triggers a repair
-    let own = ctx.clone();
-    let targets = watcher(
-        namespaced::<PartialObjectMeta<Secret>>(&client, ns),
-        watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={FIELD_MANAGER}")),
-    )
-    .default_backoff()
-    .inspect(readiness.on_first_sync("target Secret"))
-    .filter_map(move |event| {
-        let own = own.clone();
-        async move {
-            match event {
-                Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => {
-                    let ours = own.is_own_target_write(
-                        &s.namespace().unwrap_or_default(),
-                        &s.name_any(),
-                        s.resource_version().as_deref(),
-                    );
-                    (!ours).then_some(Ok(s))
-                }
-                Ok(watcher::Event::Delete(s)) => Some(Ok(s)),
-                Ok(_) => None,
-                Err(e) => Some(Err(e)),
-            }
-        }
-    });
-
-    // source Secrets: metadata only, mapped through the reverse index; the same watch keeps the
-    // set of existing Secret names
-    let names = ctx.clone();
-    let sources = watcher(
+    // Secrets: one metadata-only watch of all of them (no data is ever cached) serves three
+    // purposes. It keeps the set of existing Secret names (`SecretNames`); a change to a target
+    // (a Secret with our labels, or named as some OkmsSecret's target) triggers its owner,
+    // except the event of our own apply, so an edit, a deletion or a foreign Secret going away
+    // is acted on at once; and any Secret event triggers the OkmsSecrets that read it (reverse
+    // index), our own applies included, so chained sources follow. One watch, not one per
+    // purpose: each Secret event is serialised by the API server and decoded here once.
+    let on_secret = ctx.clone();
+    let cache = reader.clone();
+    let secrets = watcher(
         namespaced::<PartialObjectMeta<Secret>>(&client, ns),
         watcher::Config::default(),
     )
     .default_backoff()
     .inspect(readiness.on_first_sync("Secret"))
-    .inspect(move |event| {
-        if let Ok(event) = event {
-            names.secret_names.observe(event);
-        }
-    })
-    .touched_objects();
+    .flat_map(move |event| {
+        let refs = match event {
+            Ok(event) => {
+                on_secret.secret_names.observe(&event);
+                match event {
+                    watcher::Event::Apply(s) | watcher::Event::InitApply(s) => {
+                        secret_triggers(&on_secret, &cache, &s, false)
+                    }
+                    watcher::Event::Delete(s) => secret_triggers(&on_secret, &cache, &s, true),
+                    watcher::Event::Init | watcher::Event::InitDone => vec![],
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "Secret watch failed; retrying");
+                vec![]
+            }
+        };
+        futures::stream::iter(refs)
+    });
 
     // connections: only spec changes matter to OkmsSecrets (a probe's status write would
     // otherwise re-reconcile every OkmsSecret using the connection); reconciles read them from
@@ -193,22 +229,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
     .applied_objects()
     .predicate_filter(predicates::generation, Default::default());
 
-    let by_source = ctx.clone();
     let by_connection = ctx.clone();
     let by_cluster_connection = ctx.clone();
     let secrets_controller = Controller::for_stream(okms_secrets, reader)
         .with_config(concurrency.clone())
-        .watches_stream(targets, |s: PartialObjectMeta<Secret>| {
-            let owner = s.labels().get(LABEL_SECRET).cloned();
-            owner.map(|name| {
-                ObjectRef::new(name.as_str()).within(&s.namespace().unwrap_or_default())
-            })
-        })
-        .watches_stream(sources, move |s: PartialObjectMeta<Secret>| {
-            by_source
-                .index
-                .lookup(&("Secret", s.namespace().unwrap_or_default(), s.name_any()))
-        })
+        .reconcile_on(secrets)
         .watches_stream(connections, move |c: OkmsConnection| {
             by_connection.index.lookup(&(
                 "OkmsConnection",

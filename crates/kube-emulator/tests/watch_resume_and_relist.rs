@@ -1,6 +1,6 @@
 //! Watches: resuming from a resourceVersion, `410 Gone` when the history no longer reaches it,
 //! `kube::runtime::watcher` recovering by relisting after dropped streams, metadata-only
-//! (`PartialObjectMetadata`) lists and watches.
+//! (`PartialObjectMetadata`) lists, watches and write responses.
 
 mod common;
 
@@ -161,5 +161,64 @@ async fn metadata_only_list_and_watch() {
     })
     .await;
     task.abort();
+    emu.shutdown().await;
+}
+
+/// Writes answer in the requested form too: a create or a server-side apply asked for as
+/// `PartialObjectMetadata` returns the written object's metadata (with its new resourceVersion)
+/// and none of its data, as the API server does.
+#[tokio::test]
+async fn metadata_only_write_responses() {
+    let emu = common::emulator().await;
+    let meta = [
+        (
+            "Accept",
+            "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json",
+        ),
+        ("Content-Type", "application/json"),
+    ];
+    let body =
+        r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"w1"},"stringData":{"k":"v"}}"#;
+    let (code, created) = common::raw(
+        &emu,
+        "POST",
+        "/api/v1/namespaces/default/secrets",
+        &meta,
+        body,
+    )
+    .await;
+    assert_eq!(code, 201, "{created}");
+    let created: serde_json::Value = serde_json::from_str(&created).unwrap();
+    assert_eq!(created["kind"], "PartialObjectMetadata");
+    assert_eq!(created["metadata"]["name"], "w1");
+    assert!(created.get("data").is_none() && created.get("stringData").is_none());
+
+    let apply = [meta[0], ("Content-Type", "application/apply-patch+yaml")];
+    let (code, applied) = common::raw(
+        &emu,
+        "PATCH",
+        "/api/v1/namespaces/default/secrets/w1?fieldManager=test&force=true",
+        &apply,
+        r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"w1"},"stringData":{"k":"v2"}}"#,
+    )
+    .await;
+    assert_eq!(code, 200, "{applied}");
+    let applied: serde_json::Value = serde_json::from_str(&applied).unwrap();
+    assert_eq!(applied["kind"], "PartialObjectMetadata");
+    assert!(applied.get("data").is_none());
+    let before: u64 = created["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let after: u64 = applied["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        after > before,
+        "the apply's new resourceVersion is returned"
+    );
     emu.shutdown().await;
 }
