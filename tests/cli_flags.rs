@@ -24,7 +24,7 @@ fn worker_threads_out_of_range_is_refused_with_the_flag_named() {
         .expect("spawn okms-operator");
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(
-        help.contains("OKMS_OPERATOR_WORKER_THREADS") && help.contains("[default: 2]"),
+        help.contains("OKMS_OPERATOR_WORKER_THREADS") && help.contains("[default: 1]"),
         "{help}"
     );
 }
