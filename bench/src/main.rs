@@ -61,6 +61,9 @@ struct Args {
     /// Edits in flight at once (each on a distinct object).
     #[arg(long, default_value_t = 4)]
     edit_concurrency: usize,
+    /// New OkmsSecrets created one by one during the refresh cycle, each timed to Ready.
+    #[arg(long, default_value_t = 50)]
+    new_objects: usize,
     /// Operator `--default-refresh-interval`, in seconds; also the idle cycle observed.
     #[arg(long, default_value_t = 30)]
     refresh_secs: u64,
@@ -95,6 +98,9 @@ struct RunResult {
     edit_p50_ms: f64,
     edit_p99_ms: f64,
     edit_max_ms: f64,
+    new_p50_ms: f64,
+    new_p99_ms: f64,
+    new_max_ms: f64,
     idle_okms_ops: BTreeMap<String, u64>,
     idle_kube_writes: u64,
     idle_short_gets: u64,
@@ -104,6 +110,11 @@ struct RunResult {
     cpu_s: f64,
     bare_s: f64,
     ratio: f64,
+    /// apply→Ready window: the operator's CPU, and that of the emulators and the harness
+    window_op_cpu_s: f64,
+    window_others_cpu_s: f64,
+    /// bare run: CPU of the emulators and the harness (which runs the bare client)
+    bare_cpu_s: f64,
     idle_ok: bool,
     idle_problem: String,
 }
@@ -194,6 +205,14 @@ fn proc_usage(pid: u32) -> Result<(f64, f64, f64)> {
     let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
         + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     Ok((hwm, rss, ticks / 100.0))
+}
+
+/// CPU seconds so far of the given processes.
+fn cpu_of(pids: &[u32]) -> f64 {
+    pids.iter()
+        .filter_map(|&p| proc_usage(p).ok())
+        .map(|(_, _, cpu)| cpu)
+        .sum()
 }
 
 fn load_avg() -> f64 {
@@ -400,11 +419,8 @@ impl Env {
             run_bounded(args.n, args.apply_concurrency, |i| {
                 let api = api.clone();
                 async move {
-                    let s: Secret = serde_json::from_value(json!({
-                        "metadata": {"name": format!("src-{i}")},
-                        "stringData": {"username": format!("app-{i}"), "password": format!("pw-{i}-0")}
-                    }))?;
-                    api.create(&PostParams::default(), &s).await?;
+                    api.create(&PostParams::default(), &source_secret(i)?)
+                        .await?;
                     Ok(())
                 }
             })
@@ -446,6 +462,13 @@ where
         .buffer_unordered(c.max(1))
         .try_collect::<()>()
         .await
+}
+
+fn source_secret(i: usize) -> Result<Secret> {
+    Ok(serde_json::from_value(json!({
+        "metadata": {"name": format!("src-{i}")},
+        "stringData": {"username": format!("app-{i}"), "password": format!("pw-{i}-0")}
+    }))?)
 }
 
 fn okms_secret(i: usize, ns: &str) -> Result<OkmsSecret> {
@@ -607,6 +630,10 @@ async fn one_run(args: &Args, bins: &Path, run: usize) -> Result<RunResult> {
     let mut ready = ReadyWatch::start(oapi.clone());
     env.okms_reset().await?;
     env.kube_stats(true).await?;
+    // CPU of everything else on the machine's cores (both emulators, this harness), to see who
+    // uses them during the window; the same is measured for the bare run
+    let others = [env.kube_proc.pid(), env.okms_proc.pid(), std::process::id()];
+    let (others0, op0) = (cpu_of(&others), cpu_of(&[operator.pid()]));
     let t0 = Instant::now();
     run_bounded(args.n, args.apply_concurrency, |i| {
         let oapi = oapi.clone();
@@ -620,6 +647,8 @@ async fn one_run(args: &Args, bins: &Path, run: usize) -> Result<RunResult> {
     r.apply_s = t0.elapsed().as_secs_f64();
     ready.wait_all(args.n, t0, &format!("run {run}")).await?;
     r.ready_s = t0.elapsed().as_secs_f64();
+    r.window_op_cpu_s = cpu_of(&[operator.pid()]) - op0;
+    r.window_others_cpu_s = cpu_of(&others) - others0;
     let okms = env.okms_stats().await?;
     let kube = env.kube_stats(false).await?;
     let n = args.n as f64;
@@ -716,6 +745,20 @@ async fn one_run(args: &Args, bins: &Path, run: usize) -> Result<RunResult> {
         }
     );
 
+    // New objects while every object is being refreshed (one refresh cycle per T): each is
+    // created alone and timed to Ready; a queue of due refreshes in front of it would show here.
+    let lat = new_during_refresh(&env, args).await?;
+    r.new_p50_ms = percentile(&lat, 50.0);
+    r.new_p99_ms = percentile(&lat, 99.0);
+    r.new_max_ms = lat.last().copied().unwrap_or(f64::NAN);
+    eprintln!(
+        "[run {run}] {} new objects during refreshes: Ready p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        lat.len(),
+        r.new_p50_ms,
+        r.new_p99_ms,
+        r.new_max_ms
+    );
+
     let (hwm, rss, cpu) = proc_usage(operator.pid())?;
     r.rss_peak_mib = hwm;
     r.rss_end_mib = rss;
@@ -723,16 +766,49 @@ async fn one_run(args: &Args, bins: &Path, run: usize) -> Result<RunResult> {
     drop(operator);
 
     if !args.skip_bare {
+        let others = [env.kube_proc.pid(), env.okms_proc.pid(), std::process::id()];
+        let before = cpu_of(&others);
         r.bare_s = bare_run(&env, args).await?;
+        r.bare_cpu_s = cpu_of(&others) - before;
         r.ratio = r.ready_s / r.bare_s;
         eprintln!(
-            "[run {run}] bare client: {:.2}s → operator ÷ bare = {:.2}",
-            r.bare_s, r.ratio
+            "[run {run}] bare client: {:.2}s → operator ÷ bare = {:.2}; CPU s in the window: operator run {:.1} (operator {:.1} + emulators and harness {:.1}), bare run {:.1}",
+            r.bare_s,
+            r.ratio,
+            r.window_op_cpu_s + r.window_others_cpu_s,
+            r.window_op_cpu_s,
+            r.window_others_cpu_s,
+            r.bare_cpu_s
         );
     }
     drop(env.kube_proc);
     drop(env.okms_proc);
     Ok(r)
+}
+
+/// Creates `args.new_objects` OkmsSecrets (with their sources) one after the other while the
+/// operator refreshes the N existing ones, and measures each one's time from create to Ready.
+async fn new_during_refresh(env: &Env, args: &Args) -> Result<Vec<f64>> {
+    let oapi: Api<OkmsSecret> = Api::namespaced(env.client.clone(), NS);
+    let sapi: Api<Secret> = Api::namespaced(env.client.clone(), NS);
+    let mut ready = ReadyWatch::start(oapi.clone());
+    // the watch first lists the N existing (Ready) objects
+    ready
+        .wait_all(args.n, Instant::now(), "new objects")
+        .await?;
+    let mut lat = Vec::with_capacity(args.new_objects);
+    for k in 0..args.new_objects {
+        let i = args.n + k;
+        let t = Instant::now();
+        sapi.create(&PostParams::default(), &source_secret(i)?)
+            .await?;
+        oapi.create(&PostParams::default(), &okms_secret(i, NS)?)
+            .await?;
+        ready.wait_all(i + 1, t, "new objects").await?;
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    lat.sort_by(f64::total_cmp);
+    Ok(lat)
 }
 
 /// Edits sources (`edit_concurrency` at a time, distinct objects) and measures the time until
@@ -917,12 +993,12 @@ fn report(args: &Args, results: &[RunResult]) {
     );
     println!();
     println!(
-        "| run | load1 | apply→all Ready s | harness apply s | bare s | operator÷bare | peak RSS MiB | CPU s | OKMS calls/obj | kube writes/obj | edit p50 ms | edit p99 ms | idle OKMS calls | idle kube writes |"
+        "| run | load1 | apply→all Ready s | harness apply s | bare s | operator÷bare | peak RSS MiB | CPU s | OKMS calls/obj | kube writes/obj | edit p50 ms | edit p99 ms | new during refresh p50 ms | new during refresh p99 ms | idle OKMS calls | idle kube writes |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (i, r) in results.iter().enumerate() {
         println!(
-            "| {} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {:.2} | {:.2} | {:.0} | {:.0} | {} | {} |",
+            "| {} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} |",
             i + 1,
             r.load_before,
             r.ready_s,
@@ -935,12 +1011,14 @@ fn report(args: &Args, results: &[RunResult]) {
             r.kube_writes_per_obj,
             r.edit_p50_ms,
             r.edit_p99_ms,
+            r.new_p50_ms,
+            r.new_p99_ms,
             r.idle_okms_ops.values().sum::<u64>(),
             r.idle_kube_writes
         );
     }
     println!(
-        "| **median** | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {:.2} | {:.2} | {:.0} | {:.0} | | |",
+        "| **median** | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {:.0} | | |",
         med(|r| r.load_before),
         med(|r| r.ready_s),
         med(|r| r.apply_s),
@@ -952,6 +1030,34 @@ fn report(args: &Args, results: &[RunResult]) {
         med(|r| r.kube_writes_per_obj),
         med(|r| r.edit_p50_ms),
         med(|r| r.edit_p99_ms),
+        med(|r| r.new_p50_ms),
+        med(|r| r.new_p99_ms),
+    );
+    println!();
+    println!(
+        "CPU seconds inside the timed windows (2 shared cores: the harness and both emulators run beside the operator):"
+    );
+    println!();
+    println!(
+        "| run | operator run: operator | operator run: emulators + harness | operator run: total | bare run: emulators + harness (incl. bare client) |"
+    );
+    println!("|---|---|---|---|---|");
+    for (i, r) in results.iter().enumerate() {
+        println!(
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            i + 1,
+            r.window_op_cpu_s,
+            r.window_others_cpu_s,
+            r.window_op_cpu_s + r.window_others_cpu_s,
+            r.bare_cpu_s
+        );
+    }
+    println!(
+        "| **median** | {:.1} | {:.1} | {:.1} | {:.1} |",
+        med(|r| r.window_op_cpu_s),
+        med(|r| r.window_others_cpu_s),
+        med(|r| r.window_op_cpu_s + r.window_others_cpu_s),
+        med(|r| r.bare_cpu_s)
     );
     println!();
     if let Some(r) = results.last() {
