@@ -117,6 +117,15 @@ async fn foreign_secret_is_never_overwritten_and_merge_shares_it() {
         env.target("absent").await.is_none(),
         "Merge never creates the Secret"
     );
+    // once someone creates it, the keys are merged in
+    let theirs = [("owner", b"someone-else".to_vec())];
+    common::create_secret_typed(&env.client, NS, "absent", "Opaque", theirs).await;
+    env.wait_ready("merge-missing").await;
+    let data = env.target("absent").await.unwrap();
+    assert_eq!(
+        (data["owner"].as_str(), data["password"].as_str()),
+        ("someone-else", "inline-pw-3c")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
