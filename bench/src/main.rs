@@ -556,6 +556,15 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[idx.min(sorted.len() - 1)]
 }
 
+/// p50, p99 and max of sorted latencies.
+fn p50_p99_max(sorted: &[f64]) -> (f64, f64, f64) {
+    (
+        percentile(sorted, 50.0),
+        percentile(sorted, 99.0),
+        sorted.last().copied().unwrap_or(f64::NAN),
+    )
+}
+
 fn writes(ops: &BTreeMap<String, u64>) -> u64 {
     ops.iter()
         .filter(|(k, _)| {
@@ -666,9 +675,7 @@ async fn one_run(args: &Args, bins: &Path, run: usize) -> Result<RunResult> {
 
     // source edit → target updated
     let lat = edit_latencies(&env, args).await?;
-    r.edit_p50_ms = percentile(&lat, 50.0);
-    r.edit_p99_ms = percentile(&lat, 99.0);
-    r.edit_max_ms = lat.last().copied().unwrap_or(f64::NAN);
+    (r.edit_p50_ms, r.edit_p99_ms, r.edit_max_ms) = p50_p99_max(&lat);
     eprintln!(
         "[run {run}] {} edits: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
         lat.len(),
@@ -748,9 +755,7 @@ async fn one_run(args: &Args, bins: &Path, run: usize) -> Result<RunResult> {
     // New objects while every object is being refreshed (one refresh cycle per T): each is
     // created alone and timed to Ready; a queue of due refreshes in front of it would show here.
     let lat = new_during_refresh(&env, args).await?;
-    r.new_p50_ms = percentile(&lat, 50.0);
-    r.new_p99_ms = percentile(&lat, 99.0);
-    r.new_max_ms = lat.last().copied().unwrap_or(f64::NAN);
+    (r.new_p50_ms, r.new_p99_ms, r.new_max_ms) = p50_p99_max(&lat);
     eprintln!(
         "[run {run}] {} new objects during refreshes: Ready p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
         lat.len(),
