@@ -193,7 +193,7 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
     // named like its OkmsSecret (the default) is found from the OkmsSecret cache, without an
     // index entry (10 000 of them cost 3 MiB).
     let target = spec.target.clone().unwrap_or_default();
-    let target_name = target.name.clone().unwrap_or_else(|| name.clone());
+    let target_name = obj.target_name().to_string();
     if target_name != name {
         refs.push((TARGET, ns.clone(), target_name.clone()));
     }

@@ -61,8 +61,9 @@ fn slim(o: &mut OkmsSecret) {
 }
 
 /// The OkmsSecrets a Secret's watch event concerns: every OkmsSecret that reads it, and the
-/// owners of a target (by name from the reverse index, by our label for a target listed before
-/// its owner was reconciled) unless the event shows exactly our own last apply.
+/// owners of a target unless the event shows exactly our own last apply. Owners are found by
+/// name (the cached OkmsSecret of the same name when its target has the default name, else the
+/// reverse index) and by our labels (a target listed before its owner was reconciled).
 fn secret_triggers(
     ctx: &Context,
     cache: &Store<OkmsSecret>,
@@ -71,24 +72,24 @@ fn secret_triggers(
 ) -> Vec<ObjectRef<OkmsSecret>> {
     let namespace = s.namespace().unwrap_or_default();
     let name = s.name_any();
+    fn add(refs: &mut Vec<ObjectRef<OkmsSecret>>, r: ObjectRef<OkmsSecret>) {
+        if !refs.contains(&r) {
+            refs.push(r);
+        }
+    }
     let mut owners = ctx.index.lookup(&(TARGET, namespace.clone(), name.clone()));
-    // the OkmsSecret of the same name, when its target has that name (the default)
     let same_name = ObjectRef::new(&name).within(&namespace);
-    if cache.get(&same_name).is_some_and(|o| {
-        let target = o.spec.target.as_ref().and_then(|t| t.name.as_deref());
-        target.is_none_or(|t| t == name)
-    }) && !owners.contains(&same_name)
+    if cache
+        .get(&same_name)
+        .is_some_and(|o| o.target_name() == name)
     {
-        owners.push(same_name);
+        add(&mut owners, same_name);
     }
     let labels = s.labels();
     if labels.get(LABEL_MANAGED_BY).map(String::as_str) == Some(FIELD_MANAGER)
         && let Some(owner) = labels.get(LABEL_SECRET)
     {
-        let owner = ObjectRef::new(owner).within(&namespace);
-        if !owners.contains(&owner) {
-            owners.push(owner);
-        }
+        add(&mut owners, ObjectRef::new(owner).within(&namespace));
     }
     if !owners.is_empty()
         && !deleted
@@ -98,9 +99,7 @@ fn secret_triggers(
     }
     let mut refs = ctx.index.lookup(&("Secret", namespace, name));
     for owner in owners {
-        if !refs.contains(&owner) {
-            refs.push(owner);
-        }
+        add(&mut refs, owner);
     }
     refs
 }

@@ -224,6 +224,17 @@ pub enum SecretType {
     SshAuth,
 }
 
+impl OkmsSecret {
+    /// Name of the target Secret: `spec.target.name`, else the OkmsSecret's own name.
+    pub fn target_name(&self) -> &str {
+        self.spec
+            .target
+            .as_ref()
+            .and_then(|t| t.name.as_deref())
+            .unwrap_or_else(|| self.metadata.name.as_deref().unwrap_or_default())
+    }
+}
+
 impl SecretType {
     pub fn as_str(self) -> &'static str {
         match self {
