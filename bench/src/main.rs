@@ -113,8 +113,12 @@ struct RunResult {
     /// apply→Ready window: the operator's CPU, and that of the emulators and the harness
     window_op_cpu_s: f64,
     window_others_cpu_s: f64,
+    /// the same, split: kube-emulator, okms-emulator, harness
+    window_split: [f64; 3],
     /// bare run: CPU of the emulators and the harness (which runs the bare client)
     bare_cpu_s: f64,
+    /// the same, split: kube-emulator, okms-emulator, harness (with the bare client)
+    bare_split: [f64; 3],
     idle_ok: bool,
     idle_problem: String,
 }
@@ -213,6 +217,15 @@ fn cpu_of(pids: &[u32]) -> f64 {
         .filter_map(|&p| proc_usage(p).ok())
         .map(|(_, _, cpu)| cpu)
         .sum()
+}
+
+/// CPU seconds so far of each of three processes.
+fn cpu_each(pids: &[u32; 3]) -> [f64; 3] {
+    pids.map(|p| cpu_of(&[p]))
+}
+
+fn minus(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
+    [a[0] - b[0], a[1] - b[1], a[2] - b[2]]
 }
 
 fn load_avg() -> f64 {
@@ -642,7 +655,7 @@ async fn one_run(args: &Args, bins: &Path, run: usize) -> Result<RunResult> {
     // CPU of everything else on the machine's cores (both emulators, this harness), to see who
     // uses them during the window; the same is measured for the bare run
     let others = [env.kube_proc.pid(), env.okms_proc.pid(), std::process::id()];
-    let (others0, op0) = (cpu_of(&others), cpu_of(&[operator.pid()]));
+    let (others0, op0) = (cpu_each(&others), cpu_of(&[operator.pid()]));
     let t0 = Instant::now();
     run_bounded(args.n, args.apply_concurrency, |i| {
         let oapi = oapi.clone();
@@ -657,7 +670,8 @@ async fn one_run(args: &Args, bins: &Path, run: usize) -> Result<RunResult> {
     ready.wait_all(args.n, t0, &format!("run {run}")).await?;
     r.ready_s = t0.elapsed().as_secs_f64();
     r.window_op_cpu_s = cpu_of(&[operator.pid()]) - op0;
-    r.window_others_cpu_s = cpu_of(&others) - others0;
+    r.window_split = minus(cpu_each(&others), others0);
+    r.window_others_cpu_s = r.window_split.iter().sum();
     let okms = env.okms_stats().await?;
     let kube = env.kube_stats(false).await?;
     let n = args.n as f64;
@@ -772,9 +786,10 @@ async fn one_run(args: &Args, bins: &Path, run: usize) -> Result<RunResult> {
 
     if !args.skip_bare {
         let others = [env.kube_proc.pid(), env.okms_proc.pid(), std::process::id()];
-        let before = cpu_of(&others);
+        let before = cpu_each(&others);
         r.bare_s = bare_run(&env, args).await?;
-        r.bare_cpu_s = cpu_of(&others) - before;
+        r.bare_split = minus(cpu_each(&others), before);
+        r.bare_cpu_s = r.bare_split.iter().sum();
         r.ratio = r.ready_s / r.bare_s;
         eprintln!(
             "[run {run}] bare client: {:.2}s → operator ÷ bare = {:.2}; CPU s in the window: operator run {:.1} (operator {:.1} + emulators and harness {:.1}), bare run {:.1}",
@@ -1044,25 +1059,37 @@ fn report(args: &Args, results: &[RunResult]) {
     );
     println!();
     println!(
-        "| run | operator run: operator | operator run: emulators + harness | operator run: total | bare run: emulators + harness (incl. bare client) |"
+        "| run | operator run: operator | kube-emulator | okms-emulator | harness | total | bare run: kube-emulator | okms-emulator | harness (with the bare client) | total | total ÷ total |"
     );
-    println!("|---|---|---|---|---|");
-    for (i, r) in results.iter().enumerate() {
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let row = |label: String, op: f64, w: [f64; 3], b: [f64; 3]| {
+        let (total, bare) = (op + w.iter().sum::<f64>(), b.iter().sum::<f64>());
         println!(
-            "| {} | {:.1} | {:.1} | {:.1} | {:.1} |",
-            i + 1,
+            "| {label} | {op:.1} | {:.1} | {:.1} | {:.1} | {total:.1} | {:.1} | {:.1} | {:.1} | {bare:.1} | {:.2} |",
+            w[0],
+            w[1],
+            w[2],
+            b[0],
+            b[1],
+            b[2],
+            total / bare
+        );
+    };
+    for (i, r) in results.iter().enumerate() {
+        row(
+            (i + 1).to_string(),
             r.window_op_cpu_s,
-            r.window_others_cpu_s,
-            r.window_op_cpu_s + r.window_others_cpu_s,
-            r.bare_cpu_s
+            r.window_split,
+            r.bare_split,
         );
     }
-    println!(
-        "| **median** | {:.1} | {:.1} | {:.1} | {:.1} |",
+    let split =
+        |f: fn(&RunResult) -> [f64; 3], k: usize| median(results.iter().map(|r| f(r)[k]).collect());
+    row(
+        "**median**".into(),
         med(|r| r.window_op_cpu_s),
-        med(|r| r.window_others_cpu_s),
-        med(|r| r.window_op_cpu_s + r.window_others_cpu_s),
-        med(|r| r.bare_cpu_s)
+        [0, 1, 2].map(|k| split(|r| r.window_split, k)),
+        [0, 1, 2].map(|k| split(|r| r.bare_split, k)),
     );
     println!();
     if let Some(r) = results.last() {
