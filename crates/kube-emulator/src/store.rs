@@ -58,7 +58,6 @@ impl EventType {
 #[derive(Debug)]
 pub struct WatchEvent {
     pub typ: EventType,
-    pub gr: Gr,
     pub rv: u64,
     /// The object's namespace (empty when cluster-scoped), so watchers filter without parsing.
     pub ns: String,
@@ -252,7 +251,10 @@ pub struct State {
     uids: HashMap<String, (Gr, ObjKey)>,
     dependents: HashMap<String, BTreeSet<(Gr, ObjKey)>>,
     snapshots: VecDeque<(Gr, u64, Table)>,
-    events: broadcast::Sender<Arc<WatchEvent>>,
+    /// One feed per resource, like the API server's per-resource watch caches: a write wakes
+    /// only the watchers of its own resource.
+    events: HashMap<Gr, broadcast::Sender<Arc<WatchEvent>>>,
+    broadcast_capacity: usize,
 }
 
 /// The shared store.
@@ -262,7 +264,6 @@ pub struct Store {
 
 impl Store {
     pub fn new(history_limit: usize, broadcast_capacity: usize) -> Self {
-        let (tx, _) = broadcast::channel(broadcast_capacity);
         let mut st = State {
             rv: 0,
             registry: Registry::with_builtins(),
@@ -272,7 +273,8 @@ impl Store {
             uids: HashMap::new(),
             dependents: HashMap::new(),
             snapshots: VecDeque::new(),
-            events: tx,
+            events: HashMap::new(),
+            broadcast_capacity: broadcast_capacity.max(1),
         };
         let ns_def = st.registry.get("", "namespaces").cloned();
         if let Some(def) = ns_def {
@@ -344,7 +346,7 @@ impl Store {
     }
 
     pub fn subscribe(&self, gr: &Gr, start: WatchStart) -> Result<Subscription, ApiError> {
-        let st = self.state.lock();
+        let mut st = self.state.lock();
         let replay = match start {
             WatchStart::Initial => st
                 .tables
@@ -375,9 +377,15 @@ impl Store {
                     .unwrap_or_default()
             }
         };
+        let capacity = st.broadcast_capacity;
+        let rx = st
+            .events
+            .entry(gr.clone())
+            .or_insert_with(|| broadcast::channel(capacity).0)
+            .subscribe();
         Ok(Subscription {
             replay,
-            rx: st.events.subscribe(),
+            rx,
             start_rv: st.rv,
         })
     }
@@ -590,7 +598,6 @@ impl State {
     fn emit(&mut self, typ: EventType, gr: &Gr, ns: &str, rv: u64, obj: Obj) {
         let ev = Arc::new(WatchEvent {
             typ,
-            gr: gr.clone(),
             rv,
             ns: ns.to_string(),
             obj,
@@ -603,7 +610,9 @@ impl State {
                 h.floor = e.rv;
             }
         }
-        let _ = self.events.send(ev);
+        if let Some(tx) = self.events.get(gr) {
+            let _ = tx.send(ev);
+        }
     }
 
     fn reindex(&mut self, gr: &Gr, key: &ObjKey, old: Option<&Value>, new: Option<&Value>) {
@@ -690,6 +699,8 @@ impl State {
         {
             self.registry.defs.remove(&d.gr());
             self.tables.remove(&d.gr());
+            // like the API server: the resource's open watches end with it
+            self.events.remove(&d.gr());
             let rv = self.rv;
             self.history.entry(d.gr()).or_default().floor = rv;
         }

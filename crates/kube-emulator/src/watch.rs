@@ -127,7 +127,6 @@ pub fn watch(
     };
     let faults = app.control.faults();
     let mut shutdown = app.shutdown.clone();
-    let gr = def.gr();
     let timeout = params.timeout.unwrap_or(DEFAULT_TIMEOUT);
     let stream = async_stream::stream! {
         let crate::store::Subscription { replay, mut rx, start_rv } = sub;
@@ -167,7 +166,7 @@ pub fn watch(
                             continue;
                         }
                         last_rv = ev.rv;
-                        if ev.gr != gr || !wanted(&ev.ns, &ev.obj) {
+                        if !wanted(&ev.ns, &ev.obj) {
                             continue;
                         }
                         let typ = ev.typ;

@@ -222,3 +222,54 @@ async fn metadata_only_write_responses() {
     );
     emu.shutdown().await;
 }
+
+/// Each resource has its own feed: a watch sees only its resource's changes, and a deleted
+/// CRD ends the open watches of its resource (others go on).
+#[tokio::test]
+async fn a_deleted_crd_ends_its_watches_only() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{DeleteParams, DynamicObject};
+    let emu = common::emulator().await;
+    let ar = common::install_widget_crd(&emu.client()).await;
+    let widgets: Api<DynamicObject> = Api::namespaced_with(emu.client(), "default", &ar);
+    let secrets: Api<Secret> = Api::namespaced(emu.client(), "default");
+    let wp = WatchParams::default().timeout(60);
+    let mut widget_events = widgets.watch(&wp, "0").await.unwrap().boxed();
+    let mut secret_events = secrets.watch(&wp, "0").await.unwrap().boxed();
+
+    secrets
+        .create(&PostParams::default(), &secret("s1"))
+        .await
+        .unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(emu.client());
+    crds.delete("widgets.example.com", &DeleteParams::default())
+        .await
+        .unwrap();
+    // the widget watch ends without ever showing the Secret
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(ev) = widget_events.try_next().await.unwrap() {
+            match ev {
+                WatchEvent::Bookmark(_) | WatchEvent::Deleted(_) => {}
+                other => panic!("a widget watch delivered {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the widget watch outlived its CRD");
+
+    // the Secret watch goes on
+    secrets
+        .create(&PostParams::default(), &secret("s2"))
+        .await
+        .unwrap();
+    let mut names = Vec::new();
+    while names.len() < 2 {
+        match secret_events.try_next().await.unwrap() {
+            Some(WatchEvent::Added(s)) => names.push(s.metadata.name.unwrap()),
+            Some(WatchEvent::Bookmark(_)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(names, vec!["s1", "s2"]);
+    emu.shutdown().await;
+}
