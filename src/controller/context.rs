@@ -46,9 +46,68 @@ pub struct Context {
     /// resourceVersion of each object's last status write by this process.
     /// Dropped as soon as the watch delivers that version.
     written: Mutex<HashMap<String, u64>>,
-    /// resourceVersion of each target Secret our last apply produced: the watch event it causes
-    /// needs no reconcile.
-    own_targets: Mutex<HashMap<(String, String), String>>,
+    /// Our applies of target Secrets, in flight or done: the watch event each causes needs no
+    /// reconcile.
+    own_targets: Mutex<HashMap<(String, String), TargetWrite>>,
+}
+
+/// Where our apply of one target Secret is.
+enum TargetWrite {
+    /// Sent, no response yet: the resourceVersions the watch showed meanwhile (ours among them,
+    /// if the event outran the response).
+    InFlight(Vec<String>),
+    /// The resourceVersion it produced, not yet seen on the watch.
+    Done(String),
+}
+
+/// An apply of a target Secret in flight ([`Context::begin_target_write`]). Dropped without
+/// [`finish`](Self::finish) (the apply failed, or the reconcile was cancelled), it forgets the
+/// write, so every later event of the target counts as someone else's.
+pub struct TargetWriteGuard<'a> {
+    ctx: &'a Context,
+    key: Option<(String, String)>,
+}
+
+impl TargetWriteGuard<'_> {
+    /// The apply returned `resource_version`. Returns whether the target changed after our
+    /// write while the response was on its way (an event newer than ours was seen): the owner
+    /// must then look again, as that event was taken for ours.
+    pub fn finish(mut self, resource_version: Option<&str>) -> bool {
+        let Some(key) = self.key.take() else {
+            return false;
+        };
+        let mut own = self.ctx.own_targets.lock();
+        let seen = match own.remove(&key) {
+            Some(TargetWrite::InFlight(seen)) => seen,
+            _ => Vec::new(),
+        };
+        let Some(ours) = resource_version else {
+            return !seen.is_empty();
+        };
+        // resourceVersions are integers on etcd; if not, anything but ours may be newer
+        let newer = |rv: &String| match (rv.parse::<u64>(), ours.parse::<u64>()) {
+            (Ok(rv), Ok(ours)) => rv > ours,
+            _ => rv != ours,
+        };
+        if seen.iter().any(newer) {
+            return true;
+        }
+        if !seen.iter().any(|rv| rv == ours) {
+            own.insert(key, TargetWrite::Done(ours.to_string()));
+        }
+        false
+    }
+}
+
+impl Drop for TargetWriteGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            let mut own = self.ctx.own_targets.lock();
+            if matches!(own.get(&key), Some(TargetWrite::InFlight(_))) {
+                own.remove(&key);
+            }
+        }
+    }
 }
 
 impl Context {
@@ -98,16 +157,23 @@ impl Context {
         Duration::from_millis(500).max(ceiling.mul_f64(0.5 + 0.5 * jitter))
     }
 
-    /// Records the resourceVersion our apply of a target Secret produced.
-    pub fn remember_target_write(&self, namespace: &str, name: &str, resource_version: &str) {
-        self.own_targets.lock().insert(
-            (namespace.to_string(), name.to_string()),
-            resource_version.to_string(),
-        );
+    /// Marks an apply of a target Secret as sent. Until its response is handled, the target's
+    /// watch events are taken as ours (the event of an apply can arrive before its response);
+    /// [`TargetWriteGuard::finish`] then tells whether one of them was in fact newer.
+    pub fn begin_target_write(&self, namespace: &str, name: &str) -> TargetWriteGuard<'_> {
+        let key = (namespace.to_string(), name.to_string());
+        self.own_targets
+            .lock()
+            .insert(key.clone(), TargetWrite::InFlight(Vec::new()));
+        TargetWriteGuard {
+            ctx: self,
+            key: Some(key),
+        }
     }
 
-    /// Whether a (non-delete) watch event of a target shows exactly our last apply; the record is
-    /// consumed, so any later change (an edit by someone else) triggers a repair.
+    /// Whether a (non-delete) watch event of a target is our own apply: one in flight, or
+    /// exactly the version our last apply produced. A done record is consumed, so any later
+    /// change (an edit by someone else) triggers a repair.
     pub fn is_own_target_write(
         &self,
         namespace: &str,
@@ -116,8 +182,12 @@ impl Context {
     ) -> bool {
         let mut own = self.own_targets.lock();
         let key = (namespace.to_string(), name.to_string());
-        match (own.get(&key), resource_version) {
-            (Some(ours), Some(seen)) if ours == seen => {
+        match (own.get_mut(&key), resource_version) {
+            (Some(TargetWrite::InFlight(seen)), rv) => {
+                seen.push(rv.unwrap_or_default().to_string());
+                true
+            }
+            (Some(TargetWrite::Done(ours)), Some(seen)) if ours == seen => {
                 own.remove(&key);
                 true
             }
@@ -538,7 +608,7 @@ mod tests {
     async fn only_the_exact_copy_of_our_target_apply_is_skipped() {
         let ctx = test_context();
         assert!(!ctx.is_own_target_write("ns", "t", Some("7")));
-        ctx.remember_target_write("ns", "t", "7");
+        assert!(!ctx.begin_target_write("ns", "t").finish(Some("7")));
         assert!(
             !ctx.is_own_target_write("ns", "t", Some("8")),
             "someone else's change"
@@ -547,6 +617,43 @@ mod tests {
         assert!(
             !ctx.is_own_target_write("ns", "t", Some("7")),
             "consumed once"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_event_that_outruns_the_apply_response_is_ours() {
+        let ctx = test_context();
+        let write = ctx.begin_target_write("ns", "t");
+        assert!(
+            ctx.is_own_target_write("ns", "t", Some("7")),
+            "the apply is in flight"
+        );
+        assert!(!write.finish(Some("7")), "the event was ours: no recheck");
+        assert!(
+            !ctx.is_own_target_write("ns", "t", Some("7")),
+            "nothing left to consume"
+        );
+        assert!(!ctx.is_own_target_write("ns", "t", Some("9")));
+
+        // an older foreign change is part of what the apply returned; a newer one is not
+        let write = ctx.begin_target_write("ns", "t");
+        assert!(ctx.is_own_target_write("ns", "t", Some("10")));
+        assert!(!write.finish(Some("11")), "10 predates our 11");
+        assert!(ctx.is_own_target_write("ns", "t", Some("11")));
+        let write = ctx.begin_target_write("ns", "t");
+        assert!(ctx.is_own_target_write("ns", "t", Some("12")));
+        assert!(ctx.is_own_target_write("ns", "t", Some("13")));
+        assert!(write.finish(Some("12")), "13 came after ours: look again");
+        assert!(!ctx.is_own_target_write("ns", "t", Some("14")));
+    }
+
+    #[tokio::test]
+    async fn a_failed_apply_leaves_no_record() {
+        let ctx = test_context();
+        drop(ctx.begin_target_write("ns", "t"));
+        assert!(
+            !ctx.is_own_target_write("ns", "t", Some("7")),
+            "no apply in flight any more"
         );
     }
 

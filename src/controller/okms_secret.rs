@@ -46,6 +46,8 @@ struct Outcome {
     message: String,
     events: Vec<(&'static str, String)>,
     changed: bool,
+    /// The target changed again while our apply's response was on its way: look again now.
+    recheck: bool,
 }
 
 pub async fn reconcile(obj: Arc<OkmsSecret>, ctx: Arc<Context>) -> Result<Action> {
@@ -101,6 +103,9 @@ pub async fn reconcile(obj: Arc<OkmsSecret>, ctx: Arc<Context>) -> Result<Action
                 Some(i) => plan::parse_duration(i).unwrap_or(ctx.config.default_refresh_interval),
                 None => ctx.config.default_refresh_interval,
             };
+            if outcome.recheck {
+                return Ok(Action::requeue(std::time::Duration::ZERO));
+            }
             Ok(match plan::jittered(interval, rand::random()) {
                 Some(after) => Action::requeue(after),
                 None => Action::await_change(),
@@ -400,6 +405,7 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
         .is_some_and(|s| is_ours(s, &name) || creation == CreationPolicy::Merge);
     let mut data_hmac = prev.and_then(|p| p.data_hmac.clone());
     let mut last_sync_time = prev.and_then(|p| p.last_sync_time.clone());
+    let mut recheck = false;
     if !up_to_date {
         let data = match known {
             Some((v, data)) if v == mirror => data,
@@ -416,6 +422,7 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
             }
         };
         let rendered = render::render_target(&data, &target)?;
+        let write = ctx.begin_target_write(&ns, &target_name);
         let applied = apply_target(
             obj,
             &secrets,
@@ -426,9 +433,7 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
             rendered,
         )
         .await?;
-        if let Some(rv) = applied.resource_version() {
-            ctx.remember_target_write(&ns, &target_name, &rv);
-        }
+        recheck = write.finish(applied.resource_version().as_deref());
         let after = secret_bytes(&applied);
         let new_hmac = ctx.hmac.digest_map(&after);
         let before = existing.as_ref().map(secret_bytes);
@@ -504,6 +509,7 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
         message,
         events,
         changed,
+        recheck,
     })
 }
 
