@@ -2,6 +2,7 @@
 
 pub mod connection;
 pub mod context;
+pub mod lean;
 pub mod okms_secret;
 pub mod plan;
 mod run;

@@ -4,10 +4,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, watcher};
@@ -17,6 +16,7 @@ use tracing::{debug, warn};
 
 use crate::controller::connection::{connection_error_policy, reconcile_connection};
 use crate::controller::context::{ConnectionStores, Context, FIELD_MANAGER};
+use crate::controller::lean::{self, Lean, MetaOnly};
 use crate::controller::okms_secret::{self, LABEL_MANAGED_BY, LABEL_SECRET, TARGET};
 use crate::crd::{ClusterOkmsConnection, OkmsConnection, OkmsSecret};
 use crate::http::Health;
@@ -51,11 +51,9 @@ fn trigger_hash(o: &OkmsSecret) -> Option<u64> {
     Some(h.finish())
 }
 
-/// What the OkmsSecret cache keeps of an object: everything but managedFields and kubectl's
-/// last-applied copy of the whole object (together most of its size; neither is ever read).
+/// What the OkmsSecret cache keeps of an object: everything but kubectl's last-applied copy of
+/// the whole object (never read; managedFields are not even decoded, see `lean`).
 fn slim(o: &mut OkmsSecret) {
-    // `None`, not `clear()`: a cleared Vec keeps its buffer
-    o.metadata.managed_fields = None;
     o.annotations_mut()
         .remove("kubectl.kubernetes.io/last-applied-configuration");
 }
@@ -67,7 +65,7 @@ fn slim(o: &mut OkmsSecret) {
 fn secret_triggers(
     ctx: &Context,
     cache: &Store<OkmsSecret>,
-    s: &PartialObjectMeta<Secret>,
+    s: &MetaOnly<Secret>,
     deleted: bool,
 ) -> Vec<ObjectRef<OkmsSecret>> {
     let namespace = s.namespace().unwrap_or_default();
@@ -137,7 +135,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
     let ns = ns.as_deref();
     let concurrency = ControllerConfig::default().concurrency(ctx.config.concurrency);
 
-    // OkmsSecrets, cached without managedFields (they are most of an object's size)
+    // OkmsSecrets, decoded and cached without managedFields (they are most of an object's size)
     let mut wc = watcher::Config::default();
     if let Some(sel) = &ctx.config.selector {
         wc = wc.labels(sel);
@@ -149,7 +147,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
     });
     let (reader, writer) = reflector::store::<OkmsSecret>();
     let seen = ctx.clone();
-    let okms_secrets = watcher(namespaced::<OkmsSecret>(&client, ns), wc)
+    let okms_secrets = watcher(namespaced::<Lean<OkmsSecret>>(&client, ns), wc)
+        .map_ok(lean::unwrap_event)
         .default_backoff()
         .modify(slim)
         .reflect(writer)
@@ -173,7 +172,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
     let on_secret = ctx.clone();
     let cache = reader.clone();
     let secrets = watcher(
-        namespaced::<PartialObjectMeta<Secret>>(&client, ns),
+        namespaced::<MetaOnly<Secret>>(&client, ns),
         watcher::Config::default(),
     )
     .default_backoff()
