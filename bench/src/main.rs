@@ -1141,7 +1141,15 @@ fn report(args: &Args, results: &[RunResult]) {
     let five = |label: String, r: [f64; 8]| {
         println!(
             "| {label} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {:.1} | {:.2} |",
-            r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[5] / r[7]
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            r[5],
+            r[6],
+            r[7],
+            r[5] / r[7]
         );
     };
     let row5 = |r: &RunResult| {
