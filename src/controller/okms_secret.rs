@@ -99,13 +99,13 @@ pub async fn reconcile(obj: Arc<OkmsSecret>, ctx: Arc<Context>) -> Result<Action
             } else {
                 debug!(okmssecret = %key, "nothing to do");
             }
+            if outcome.recheck {
+                return Ok(Action::requeue(std::time::Duration::ZERO));
+            }
             let interval = match &obj.spec.refresh_interval {
                 Some(i) => plan::parse_duration(i).unwrap_or(ctx.config.default_refresh_interval),
                 None => ctx.config.default_refresh_interval,
             };
-            if outcome.recheck {
-                return Ok(Action::requeue(std::time::Duration::ZERO));
-            }
             Ok(match plan::jittered(interval, rand::random()) {
                 Some(after) => Action::requeue(after),
                 None => Action::await_change(),
