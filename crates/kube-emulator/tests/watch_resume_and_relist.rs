@@ -26,6 +26,22 @@ fn secret(name: &str) -> Secret {
     }
 }
 
+/// The names of the next `n` Secrets a watch shows added (bookmarks skipped, anything else fails).
+async fn added_names(
+    stream: &mut (impl futures::Stream<Item = kube::Result<WatchEvent<Secret>>> + Unpin),
+    n: usize,
+) -> Vec<String> {
+    let mut names = Vec::new();
+    while names.len() < n {
+        match stream.try_next().await.unwrap() {
+            Some(WatchEvent::Added(s)) => names.push(s.metadata.name.unwrap()),
+            Some(WatchEvent::Bookmark(_)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    names
+}
+
 #[tokio::test]
 async fn watch_resumes_from_a_resource_version_and_reports_gone() {
     let emu = common::emulator().await;
@@ -42,15 +58,7 @@ async fn watch_resumes_from_a_resource_version_and_reports_gone() {
         .unwrap()
         .boxed();
     secrets.create(&pp, &secret("c")).await.unwrap();
-    let mut names = Vec::new();
-    while names.len() < 2 {
-        match stream.try_next().await.unwrap() {
-            Some(WatchEvent::Added(s)) => names.push(s.metadata.name.unwrap()),
-            Some(WatchEvent::Bookmark(_)) => {}
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-    assert_eq!(names, vec!["b", "c"]);
+    assert_eq!(added_names(&mut stream, 2).await, vec!["b", "c"]);
 
     // A history of 1 event: a's resourceVersion is now too old.
     emu.set_watch_history(1);
@@ -262,14 +270,6 @@ async fn a_deleted_crd_ends_its_watches_only() {
         .create(&PostParams::default(), &secret("s2"))
         .await
         .unwrap();
-    let mut names = Vec::new();
-    while names.len() < 2 {
-        match secret_events.try_next().await.unwrap() {
-            Some(WatchEvent::Added(s)) => names.push(s.metadata.name.unwrap()),
-            Some(WatchEvent::Bookmark(_)) => {}
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-    assert_eq!(names, vec!["s1", "s2"]);
+    assert_eq!(added_names(&mut secret_events, 2).await, vec!["s1", "s2"]);
     emu.shutdown().await;
 }
