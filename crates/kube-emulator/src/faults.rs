@@ -13,6 +13,9 @@ pub struct Faults {
     pub write_error_rate: f64,
     /// The HTTP status of injected write failures (500, 409, 429, 503, …).
     pub write_error_status: u16,
+    /// Only writes with these counter keys (`"<verb> <resource>[/<subresource>]"`, as in the
+    /// stats, e.g. `"patch okmssecrets/status"`) can fail; empty means every write.
+    pub write_error_only: Vec<String>,
     /// Each watch stream is cut after this many events.
     #[serde(alias = "watchDropAfter")]
     pub watch_drop_after_events: Option<u64>,
@@ -25,6 +28,7 @@ impl Default for Faults {
         Self {
             write_error_rate: 0.0,
             write_error_status: 500,
+            write_error_only: Vec::new(),
             watch_drop_after_events: None,
             watch_drop_after_seconds: None,
         }
@@ -92,10 +96,18 @@ impl Control {
         self.stats.lock().clear();
     }
 
-    /// Whether this write should fail, and with which status.
-    pub fn write_fault(&self) -> Option<u16> {
+    /// Whether this write (`verb` on `resource[/subresource]`) should fail, and with which status.
+    pub fn write_fault(&self, verb: &str, resource: &str) -> Option<u16> {
         let f = self.faults.lock();
         if f.write_error_rate <= 0.0 {
+            return None;
+        }
+        if !f.write_error_only.is_empty()
+            && !f.write_error_only.iter().any(|k| {
+                k.split_once(' ')
+                    .is_some_and(|(v, r)| v == verb && r == resource)
+            })
+        {
             return None;
         }
         let roll: f64 = rand::random();
@@ -121,12 +133,27 @@ mod tests {
     #[test]
     fn certain_fault_always_fires() {
         let c = Control::default();
-        assert_eq!(c.write_fault(), None);
+        assert_eq!(c.write_fault("patch", "secrets"), None);
         c.set_faults(Faults {
             write_error_rate: 1.0,
             write_error_status: 503,
             ..Faults::default()
         });
-        assert_eq!(c.write_fault(), Some(503));
+        assert_eq!(c.write_fault("patch", "secrets"), Some(503));
+    }
+
+    #[test]
+    fn a_fault_can_be_kept_to_some_writes() {
+        let c = Control::default();
+        c.set_faults(
+            serde_json::from_str(
+                r#"{"writeErrorRate": 1.0, "writeErrorOnly": ["patch okmssecrets/status"]}"#,
+            )
+            .unwrap(),
+        );
+        assert_eq!(c.write_fault("patch", "okmssecrets/status"), Some(500));
+        assert_eq!(c.write_fault("patch", "okmssecrets"), None);
+        assert_eq!(c.write_fault("create", "okmssecrets/status"), None);
+        assert_eq!(c.write_fault("create", "events"), None);
     }
 }

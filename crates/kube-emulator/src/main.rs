@@ -6,6 +6,11 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+/// The operator's allocator: glibc's malloc and free were a quarter of this server's CPU in the
+/// benchmark (BENCHMARKS.md, round 5).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     version,

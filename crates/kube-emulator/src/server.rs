@@ -106,7 +106,8 @@ fn json_response(code: StatusCode, body: &Value) -> Response {
     bytes_response(code, serde_json::to_vec(body).unwrap_or_default())
 }
 
-fn bytes_response(code: StatusCode, body: Vec<u8>) -> Response {
+fn bytes_response(code: StatusCode, body: impl Into<Bytes>) -> Response {
+    let body: Bytes = body.into();
     let mut resp = (code, body).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -342,6 +343,13 @@ fn parse_body(ct: &str, body: &Bytes) -> Result<Value, ApiError> {
         return Err(ApiError::unsupported_media_type(ct));
     }
     if ct.contains("yaml") {
+        // JSON is YAML, and what clients send as `apply-patch+yaml` is JSON almost always
+        // (client-go, kube-rs): parse it as JSON, ten times faster, and YAML only if that fails.
+        if body.trim_ascii_start().first() == Some(&b'{')
+            && let Ok(v) = serde_json::from_slice(body)
+        {
+            return Ok(v);
+        }
         serde_yaml::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
     } else {
@@ -411,7 +419,7 @@ async fn resource(
     if matches!(
         verb,
         "create" | "update" | "patch" | "delete" | "deletecollection"
-    ) && let Some(code) = app.control.write_fault()
+    ) && let Some(code) = app.control.write_fault(verb, &counted)
     {
         let reason = match code {
             409 => "Conflict",
@@ -447,18 +455,25 @@ async fn resource(
         strict: q.get("fieldValidation").is_some_and(|v| v == "Strict"),
     };
     let one = |code: StatusCode, obj: Arc<Value>| -> Response {
-        json_response(code, &render_object(app, &def, version, &obj, &output))
+        match output {
+            Output::Full => json_response(code, &to_version(&obj, &def.api_version(version))),
+            _ => json_response(code, &render_object(app, &def, version, &obj, &output)),
+        }
     };
     match verb {
         "get" => {
             if sub.as_deref().is_some_and(|s| s != "status") {
                 return Err(ApiError::no_route());
             }
-            let obj = app
+            let stored = app
                 .store
-                .get(&def.gr(), &key)
+                .get_stored(&def.gr(), &key)
                 .ok_or_else(|| ApiError::not_found(&def.group, &def.resource, &key.1))?;
-            Ok(one(StatusCode::OK, obj))
+            // With one version served, the stored bytes are the answer as they are.
+            if matches!(output, Output::Full) && def.versions.len() == 1 {
+                return Ok(bytes_response(StatusCode::OK, stored.0));
+            }
+            Ok(one(StatusCode::OK, stored.value()))
         }
         "list" => list(app, &def, version, ns.as_deref(), q, &output),
         "watch" => {
@@ -513,7 +528,7 @@ async fn resource(
                 other => return Err(ApiError::unsupported_media_type(other)),
             };
             let patch_body = parse_body(&ct, &body)?;
-            let existed = app.store.get(&def.gr(), &key).is_some();
+            let existed = app.store.contains(&def.gr(), &key);
             let out = app.store.patch(
                 &def,
                 version,
@@ -761,4 +776,27 @@ fn render_table(
         ],
         "rows": rows,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_apply_body_is_read_as_json_or_yaml() {
+        let ct = "application/apply-patch+yaml";
+        let want = json!({"metadata": {"name": "a"}, "data": {"k": "dg=="}});
+        for body in [
+            r#"{"metadata":{"name":"a"},"data":{"k":"dg=="}}"#,
+            "  \n{\"metadata\": {\"name\": \"a\"}, \"data\": {\"k\": \"dg==\"}}",
+            // YAML flow style: starts like JSON, is not JSON
+            "{metadata: {name: a}, data: {k: dg==}}",
+            "metadata:\n  name: a\ndata:\n  k: dg==\n",
+        ] {
+            let got = parse_body(ct, &Bytes::from(body)).expect(body);
+            assert_eq!(got, want, "{body}");
+        }
+        let err = parse_body(ct, &Bytes::from("{metadata: [")).unwrap_err();
+        assert!(err.message.contains("YAML"), "{}", err.message);
+    }
 }

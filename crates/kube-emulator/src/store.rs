@@ -310,14 +310,25 @@ impl Store {
     }
 
     pub fn get(&self, gr: &Gr, key: &ObjKey) -> Option<Arc<Value>> {
-        let stored = self
-            .state
+        self.get_stored(gr, key).map(|o| o.value())
+    }
+
+    /// The stored bytes of one object, not parsed (a GET can send them as they are).
+    pub fn get_stored(&self, gr: &Gr, key: &ObjKey) -> Option<Obj> {
+        self.state
             .lock()
             .tables
             .get(gr)
             .and_then(|t| t.get(key))
-            .cloned();
-        stored.map(|o| o.value())
+            .cloned()
+    }
+
+    pub fn contains(&self, gr: &Gr, key: &ObjKey) -> bool {
+        self.state
+            .lock()
+            .tables
+            .get(gr)
+            .is_some_and(|t| t.contains_key(key))
     }
 
     /// A consistent view of one resource (O(1)); kept for `continue` when `keep` is set.
