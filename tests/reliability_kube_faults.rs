@@ -163,6 +163,7 @@ async fn writes_fail_with_409_and_watches_drop_into_410() {
             write_error_status: 409,
             watch_drop_after_events: Some(3),
             watch_drop_after_seconds: Some(1.0),
+            ..Default::default()
         },
         Duration::from_secs(5),
     )
@@ -178,9 +179,74 @@ async fn writes_fail_with_500_and_429() {
                 write_error_status: status,
                 watch_drop_after_events: None,
                 watch_drop_after_seconds: Some(2.0),
+                ..Default::default()
             },
             Duration::from_secs(4),
         )
         .await;
     }
+}
+
+/// The `Created` event reports what was done remotely, so a status write that fails after the
+/// sync must not lose it; and the retry, finding nothing left to do, must not send a second one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_status_write_loses_no_event() {
+    use k8s_openapi::api::events::v1::Event;
+    use kube::api::ListParams;
+
+    let env = Env::start_with(Options {
+        start_controller: true,
+        refresh: Duration::from_secs(2),
+    })
+    .await;
+    env.kube.set_faults(kube_emulator::Faults {
+        write_error_rate: 1.0,
+        write_error_status: 500,
+        write_error_only: vec!["patch okmssecrets/status".into()],
+        ..Default::default()
+    });
+    env.put_source("src", &[("pw", "evt-1")]).await;
+    env.apply_okms_secret(
+        "app",
+        json!({"connectionRef": {"name": "okms"}, "path": "kube/evt", "source": {"secretRef": {"name": "src"}}}),
+    )
+    .await;
+    let events: Api<Event> = Api::namespaced(env.client.clone(), NS);
+    let created = || async {
+        events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.reason.as_deref() == Some("Created")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("app")
+            })
+            .collect::<Vec<_>>()
+    };
+    env.wait(
+        "the Created event while every status write fails",
+        || async { (!created().await.is_empty()).then_some(()) },
+    )
+    .await;
+    let failed = env.kube.stats().get("patch okmssecrets/status");
+    assert!(failed > 0, "the status write was tried and failed");
+    let obj = env.okms_secrets().get("app").await.unwrap();
+    assert!(
+        obj.status.is_none(),
+        "no status write got through: {:?}",
+        obj.status
+    );
+
+    env.kube.set_faults(kube_emulator::Faults::default());
+    env.wait_ready("app").await;
+    let sent = created().await;
+    assert_eq!(sent.len(), 1, "one Created event: {sent:?}");
+    assert!(
+        sent[0].series.is_none(),
+        "the Created event was sent once, not repeated: {:?}",
+        sent[0].series
+    );
+    assert_eq!(env.versions("kube/evt").await.len(), 1, "one OKMS version");
 }

@@ -75,31 +75,43 @@ pub async fn reconcile(obj: Arc<OkmsSecret>, ctx: Arc<Context>) -> Result<Action
         return result.map(|_| Action::await_change());
     }
     match sync(&obj, &ctx).await {
-        Ok(outcome) => {
-            write_status(&obj, &ctx, outcome.status, |conds, generation, now| {
-                status::ready(conds, outcome.reason, &outcome.message, generation, now)
-            })
-            .await?;
-            // one Normal event per transition, whatever it did (each event costs a write)
-            if !outcome.events.is_empty() {
-                let note = outcome
-                    .events
-                    .iter()
-                    .map(|(_, n)| n.as_str())
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                publish(&ctx, &obj, EventType::Normal, outcome.reason, note).await;
-            }
+        Ok(Outcome {
+            status: new_status,
+            reason,
+            message,
+            events,
+            changed,
+            recheck,
+        }) => {
+            // One Normal event per transition, whatever it did (each event costs a write). It
+            // reports what was done, so it goes out beside the status write, not after it: one
+            // round trip less per transition, and not lost if the status write fails (the retry
+            // finds nothing left to do and would have no event to send).
+            let event = async {
+                if !events.is_empty() {
+                    let note = events
+                        .iter()
+                        .map(|(_, n)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    publish(&ctx, &obj, EventType::Normal, reason, note).await;
+                }
+            };
+            let status = write_status(&obj, &ctx, new_status, |conds, generation, now| {
+                status::ready(conds, reason, &message, generation, now)
+            });
+            let (written, ()) = tokio::join!(status, event);
+            written?;
             ctx.reset_backoff(&oref);
             ctx.metrics.set_ready(&key, Some(true));
             ctx.metrics
-                .reconciled("OkmsSecret", outcome.reason, true, started.elapsed());
-            if outcome.changed {
-                info!(okmssecret = %key, reason = outcome.reason, "synced");
+                .reconciled("OkmsSecret", reason, true, started.elapsed());
+            if changed {
+                info!(okmssecret = %key, reason, "synced");
             } else {
                 debug!(okmssecret = %key, "nothing to do");
             }
-            if outcome.recheck {
+            if recheck {
                 return Ok(Action::requeue(std::time::Duration::ZERO));
             }
             let interval = match &obj.spec.refresh_interval {
