@@ -974,20 +974,21 @@ async fn bare_run(env: &Env, args: &Args, ns: &'static str, operator_calls: bool
                     })),
                 )
                 .await?;
-                oapi.patch_status(
-                    &name,
-                    &PatchParams::apply("okms-bare").force(),
-                    &Patch::Apply(json!({
-                        "apiVersion": "okms.dev/v1alpha1", "kind": "OkmsSecret",
-                        "metadata": {"name": name, "namespace": ns},
-                        "status": {"conditions": [{
-                            "type": "Ready", "status": "True", "reason": "Synced",
-                            "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"
-                        }], "syncedVersion": 1}
-                    })),
-                )
-                .await?;
-                if operator_calls {
+                let params = PatchParams::apply("okms-bare").force();
+                let ready = Patch::Apply(json!({
+                    "apiVersion": "okms.dev/v1alpha1", "kind": "OkmsSecret",
+                    "metadata": {"name": name, "namespace": ns},
+                    "status": {"conditions": [{
+                        "type": "Ready", "status": "True", "reason": "Synced",
+                        "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"
+                    }], "syncedVersion": 1}
+                }));
+                let status = oapi.patch_status(&name, &params, &ready);
+                // the operator sends its Event beside the status write, not after it
+                let event = async {
+                    if !operator_calls {
+                        return Ok(());
+                    }
                     let regarding = ObjectReference {
                         api_version: Some("okms.dev/v1alpha1".into()),
                         kind: Some("OkmsSecret".into()),
@@ -998,8 +999,11 @@ async fn bare_run(env: &Env, args: &Args, ns: &'static str, operator_calls: bool
                     let note = format!("OKMS secret {ns}/{name} created at version 1");
                     recorder
                         .publish(&regarding, EventType::Normal, "Created", note)
-                        .await?;
-                }
+                        .await
+                };
+                let (status, event) = tokio::join!(status, event);
+                status?;
+                event?;
             }
             anyhow::Ok(())
         }));
