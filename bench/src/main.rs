@@ -193,6 +193,24 @@ async fn wait_file(path: &Path, proc: &mut Proc) -> Result<String> {
     }
 }
 
+/// Processes with one of these names (`/proc/<pid>/comm`), as `name (pid)`.
+fn running(names: &[&str]) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found: Vec<String> = dir
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+            let comm = comm.trim();
+            names.contains(&comm).then(|| format!("{comm} ({pid})"))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
 /// `/proc/<pid>/status` VmHWM and VmRSS in MiB, and utime+stime in seconds.
 fn proc_usage(pid: u32) -> Result<(f64, f64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -1210,6 +1228,14 @@ fn main() -> Result<()> {
             );
         }
     }
+    let strays = running(&["okms-operator", "okms-emulator", "kube-emulator"]);
+    if !strays.is_empty() {
+        eprintln!(
+            "warning: already running, sharing the cores and skewing every figure: {} \
+             (left over from an interrupted run? stop them first)",
+            strays.join(", ")
+        );
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -1230,4 +1256,23 @@ fn main() -> Result<()> {
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_left_running_is_found_by_name() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let want = format!("sleep ({})", child.id());
+        let found = running(&["sleep"]);
+        child.kill().ok();
+        child.wait().ok();
+        assert!(found.contains(&want), "{want} not in {found:?}");
+        assert!(running(&["no-such-process-name"]).is_empty());
+    }
 }
