@@ -211,3 +211,70 @@ async fn delete_preconditions_and_status_body() {
     assert_eq!(resp["details"]["kind"], "secrets");
     emu.shutdown().await;
 }
+
+/// A GET answers in the version asked for: the stored object as it is when stored in that
+/// version, with its `apiVersion` rewritten when asked for another served version.
+#[tokio::test]
+async fn a_get_answers_in_the_version_asked_for() {
+    let emu = common::emulator().await;
+    let mut crd = common::widget_crd("Namespaced");
+    let mut beta = crd["spec"]["versions"][0].clone();
+    beta["name"] = "v1beta1".into();
+    beta["storage"] = false.into();
+    crd["spec"]["versions"].as_array_mut().unwrap().push(beta);
+    let json = [("Content-Type", "application/json")];
+    let (code, body) = common::raw(
+        &emu,
+        "POST",
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        &json,
+        &crd.to_string(),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    let path = "/apis/example.com/v1/namespaces/default/widgets";
+    common::eventually("widgets are served", 10, || async {
+        (common::raw(&emu, "GET", path, &[], "").await.0 == 200).then_some(())
+    })
+    .await;
+    let w = r#"{"apiVersion":"example.com/v1","kind":"Widget","metadata":{"name":"w"},"spec":{"size":3}}"#;
+    let (code, created) = common::raw(&emu, "POST", path, &json, w).await;
+    assert_eq!(code, 201, "{created}");
+    let created: serde_json::Value = serde_json::from_str(&created).unwrap();
+
+    let (code, v1) = common::raw(&emu, "GET", &format!("{path}/w"), &[], "").await;
+    assert_eq!(code, 200, "{v1}");
+    let v1: serde_json::Value = serde_json::from_str(&v1).unwrap();
+    assert_eq!(
+        v1, created,
+        "a GET in the storage version is the stored object"
+    );
+
+    let beta_path = "/apis/example.com/v1beta1/namespaces/default/widgets/w";
+    let (code, b) = common::raw(&emu, "GET", beta_path, &[], "").await;
+    assert_eq!(code, 200, "{b}");
+    let b: serde_json::Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(b["apiVersion"], "example.com/v1beta1");
+    let mut same = b.clone();
+    same["apiVersion"] = "example.com/v1".into();
+    assert_eq!(same, created, "only apiVersion differs");
+
+    // a Secret (one version): the GET is the object the list holds
+    let (code, _) = common::raw(
+        &emu,
+        "POST",
+        "/api/v1/namespaces/default/secrets",
+        &json,
+        r#"{"metadata":{"name":"s"},"stringData":{"k":"v"}}"#,
+    )
+    .await;
+    assert_eq!(code, 201);
+    let (_, got) = common::raw(&emu, "GET", "/api/v1/namespaces/default/secrets/s", &[], "").await;
+    let (_, list) = common::raw(&emu, "GET", "/api/v1/namespaces/default/secrets", &[], "").await;
+    let got: serde_json::Value = serde_json::from_str(&got).unwrap();
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(got["apiVersion"], "v1");
+    assert_eq!(got["kind"], "Secret");
+    assert_eq!(got["data"]["k"], "dg==");
+    assert_eq!(list["items"][0]["metadata"], got["metadata"]);
+}
