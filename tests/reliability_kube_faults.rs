@@ -19,6 +19,12 @@ use reliability_support as rs;
 const N: usize = 30;
 const EDITED: usize = 15;
 const DEADLINE: Duration = Duration::from_secs(40);
+/// Under the fault, and just after it, an object can legitimately wait longer than DEADLINE:
+/// its backoff doubles with each failed reconcile (16–32 s after six in a row, DESIGN §4.11),
+/// and the watches that would wake it earlier back off too while every resume gets 410. The
+/// first round of `writes_fail_with_500_and_429` took over 40 s once in 13 runs on 23 Nov (4–14 s
+/// otherwise); the typical figures are in RELIABILITY.md.
+const UNDER_FAULT: Duration = Duration::from_secs(120);
 
 fn value(i: usize, round: usize) -> String {
     format!("kv-{i}-{round}")
@@ -108,10 +114,14 @@ async fn run(faults: kube_emulator::Faults, window: Duration) {
             );
         }
         samples += 1;
-        assert!(
-            started.elapsed() < DEADLINE,
-            "the first round of edits never reached the targets under the fault"
-        );
+        if started.elapsed() >= UNDER_FAULT {
+            let file = std::env::temp_dir().join(format!("okms-test-{}.log", std::process::id()));
+            let _ = std::fs::write(&file, common::logs());
+            panic!(
+                "the first round of edits never reached the targets under the fault (round {round}; logs: {})",
+                file.display()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(100)).await; // allowed: sampling interval while the fault is held
     }
     let held = started.elapsed();
@@ -130,7 +140,7 @@ async fn run(faults: kube_emulator::Faults, window: Duration) {
     );
 
     let recovery = Instant::now();
-    rs::wait_converged(&env.client, NS, &desired, DEADLINE).await;
+    rs::wait_converged(&env.client, NS, &desired, UNDER_FAULT).await;
     eprintln!(
         "converged {:?} after the faults cleared",
         recovery.elapsed()
