@@ -176,17 +176,17 @@ fn partial(obj: &Value) -> Value {
     })
 }
 
-/// One object in the requested form.
+/// One object in the requested form (a full object already in that version is not copied).
 pub fn render_object(
     _app: &AppState,
     def: &ResourceDef,
     version: &str,
     obj: &Arc<Value>,
     output: &Output,
-) -> Value {
+) -> Arc<Value> {
     let av = def.api_version(version);
-    match output {
-        Output::Full => (*to_version(obj, &av)).clone(),
+    Arc::new(match output {
+        Output::Full => return to_version(obj, &av),
         Output::Meta => partial(obj),
         Output::Table(include) => {
             let o = to_version(obj, &av);
@@ -201,7 +201,7 @@ pub fn render_object(
                 json!({ "resourceVersion": rv }),
             )
         }
-    }
+    })
 }
 
 fn query_map(uri: &Uri) -> HashMap<String, String> {
@@ -455,10 +455,7 @@ async fn resource(
         strict: q.get("fieldValidation").is_some_and(|v| v == "Strict"),
     };
     let one = |code: StatusCode, obj: Arc<Value>| -> Response {
-        match output {
-            Output::Full => json_response(code, &to_version(&obj, &def.api_version(version))),
-            _ => json_response(code, &render_object(app, &def, version, &obj, &output)),
-        }
+        json_response(code, &render_object(app, &def, version, &obj, &output))
     };
     match verb {
         "get" => {
