@@ -1,6 +1,6 @@
 //! CustomResourceDefinitions: created → served → `Established`, discovery, status subresource
 //! isolation, generation bumps on spec changes only, schema validation (422), pruning, and
-//! deleting the CRD removing its objects.
+//! deleting the CRD removing its objects (and refusing new ones while it terminates).
 
 mod common;
 
@@ -178,6 +178,71 @@ async fn schema_validation_pruning_and_crd_deletion() {
             let crd_gone = matches!(crds.get("widgets.example.com").await, Err(kube::Error::Api(s)) if s.code == 404);
             let served = widgets.list(&Default::default()).await.is_ok();
             (crd_gone && !served).then_some(())
+        }
+    })
+    .await;
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_terminating_crd_refuses_new_objects() {
+    let emu = common::emulator().await;
+    let client = emu.client();
+    let ar = common::install_widget_crd(&client).await;
+    let widgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
+    let mut held = widget("held", json!({"size": 1}));
+    held.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    widgets.create(&PostParams::default(), &held).await.unwrap();
+    widgets
+        .create(
+            &PostParams::default(),
+            &widget("before", json!({"size": 1})),
+        )
+        .await
+        .unwrap();
+
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.delete("widgets.example.com", &DeleteParams::default())
+        .await
+        .unwrap();
+    // the held object keeps the CRD (and its resource) while it is terminating
+    common::eventually("the CRD is terminating", 10, || {
+        let crds = crds.clone();
+        async move {
+            let crd = crds.get("widgets.example.com").await.ok()?;
+            crd.metadata.deletion_timestamp.is_some().then_some(())
+        }
+    })
+    .await;
+    let refused = common::status(
+        widgets
+            .create(&PostParams::default(), &widget("after", json!({"size": 1})))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        (refused.code, refused.reason.as_str()),
+        (405, "MethodNotAllowed")
+    );
+    assert!(
+        refused.message.contains("terminating"),
+        "{}",
+        refused.message
+    );
+
+    widgets
+        .patch(
+            "held",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .unwrap();
+    common::eventually("the CRD is gone once its last object is", 10, || {
+        let crds = crds.clone();
+        async move {
+            matches!(crds.get("widgets.example.com").await, Err(kube::Error::Api(s)) if s.code == 404)
+                .then_some(())
         }
     })
     .await;
