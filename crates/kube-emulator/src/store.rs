@@ -441,6 +441,11 @@ impl Store {
         st.commit_update(def, version, key, old, obj, sub, opts, true)
     }
 
+    /// Patches one object. The patched object is computed outside the store's lock (server-side
+    /// apply is most of a write's cost) from the object as read, and committed only if the
+    /// object is still that one; otherwise it is computed again from the newer object, like the
+    /// API server's optimistic `GuaranteedUpdate`. After a few lost races the work is done under
+    /// the lock, so a hot object cannot starve a writer.
     #[allow(clippy::too_many_arguments)]
     pub fn patch(
         &self,
@@ -452,72 +457,21 @@ impl Store {
         sub: Option<&str>,
         opts: &WriteOpts,
     ) -> Result<Arc<Value>, ApiError> {
-        let mut st = self.state.lock();
-        let api_version = def.api_version(version);
-        let old = st.get(&def.gr(), key);
-        let schema = def.schema(version).cloned();
-        let live = old.as_ref().map(|o| to_version(o, &api_version));
-        let not_found = || ApiError::not_found(&def.group, &def.resource, &key.1);
-        match ptype {
-            PatchType::Apply { force } => {
-                if !body.is_object() {
-                    return Err(ApiError::bad_request(
-                        "the apply configuration must be an object",
-                    ));
-                }
-                let body_name = meta_str(body, "name");
-                if !body_name.is_empty() && body_name != key.1 {
-                    return Err(ApiError::bad_request(format!(
-                        "the name of the object ({body_name}) does not match the name on the URL ({})",
-                        key.1
-                    )));
-                }
-                // An apply configuration without a name takes the URL's.
-                let mut body = body.clone();
-                metadata_mut(&mut body).insert("name".into(), json!(key.1));
-                let applied = ssa::apply(
-                    live.as_deref(),
-                    &body,
-                    &opts.manager,
-                    force,
-                    schema.as_ref(),
-                    sub,
-                )
-                .map_err(|e| apply_error(def, &key.1, e))?;
-                match old {
-                    None if sub.is_some() => Err(not_found()),
-                    None => {
-                        let ns = def.namespaced.then_some(key.0.as_str());
-                        st.create(def, version, ns, applied, opts, true)
-                    }
-                    Some(old) => {
-                        st.commit_update(def, version, key, old, applied, sub, opts, false)
-                    }
-                }
-            }
-            other => {
-                let old = old.ok_or_else(not_found)?;
-                let mut new = live.map(|l| (*l).clone()).unwrap_or(Value::Null);
-                match other {
-                    PatchType::Merge => crate::patch::merge_patch(&mut new, body),
-                    PatchType::Json => {
-                        let ops = null_tests_for_absent(&new, body);
-                        crate::patch::json_patch(&mut new, &ops)
-                            .map_err(|e| ApiError::new(422, "Invalid", e))?
-                    }
-                    _ => {
-                        if def.is_custom() {
-                            return Err(ApiError::unsupported_media_type(
-                                "application/strategic-merge-patch+json is not supported for custom resources",
-                            ));
-                        }
-                        crate::patch::strategic_merge_patch(&mut new, body, &api_version, &def.kind)
-                            .map_err(|e| ApiError::new(422, "Invalid", e))?
-                    }
-                }
-                st.commit_update(def, version, key, old, new, sub, opts, true)
+        const OPTIMISTIC_ATTEMPTS: usize = 4;
+        let gr = def.gr();
+        let stored = |st: &State| st.tables.get(&gr).and_then(|t| t.get(key)).cloned();
+        for _ in 0..OPTIMISTIC_ATTEMPTS {
+            let seen = stored(&self.state.lock());
+            let patched = patched(def, version, key, &ptype, body, sub, opts, seen.as_ref())?;
+            let mut st = self.state.lock();
+            if same(stored(&st).as_ref(), seen.as_ref()) {
+                return st.commit_patch(def, version, key, patched, sub, opts);
             }
         }
+        let mut st = self.state.lock();
+        let seen = stored(&st);
+        let patched = patched(def, version, key, &ptype, body, sub, opts, seen.as_ref())?;
+        st.commit_patch(def, version, key, patched, sub, opts)
     }
 
     pub fn delete(
@@ -597,7 +551,124 @@ fn apply_error(def: &ResourceDef, name: &str, e: ssa::ApplyError) -> ApiError {
     }
 }
 
+/// Whether two reads of an object are the same stored version (every write stores new bytes,
+/// and a held read keeps its bytes alive, so their address cannot be reused meanwhile).
+fn same(a: Option<&Obj>, b: Option<&Obj>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.0.as_ptr() == b.0.as_ptr() && a.0.len() == b.0.len(),
+        _ => false,
+    }
+}
+
+/// What a patch makes of an object: a new object to create (apply to an absent one), or the
+/// old and the new value of an update.
+enum Patched {
+    Create(Value),
+    Update {
+        old: Arc<Value>,
+        new: Value,
+        record: bool,
+    },
+}
+
+/// Applies a patch to the object as read (`seen`), without the store.
+#[allow(clippy::too_many_arguments)]
+fn patched(
+    def: &ResourceDef,
+    version: &str,
+    key: &ObjKey,
+    ptype: &PatchType,
+    body: &Value,
+    sub: Option<&str>,
+    opts: &WriteOpts,
+    seen: Option<&Obj>,
+) -> Result<Patched, ApiError> {
+    let api_version = def.api_version(version);
+    let old = seen.map(Obj::value);
+    let schema = def.schema(version);
+    let live = old.as_ref().map(|o| to_version(o, &api_version));
+    let not_found = || ApiError::not_found(&def.group, &def.resource, &key.1);
+    match ptype {
+        PatchType::Apply { force } => {
+            if !body.is_object() {
+                return Err(ApiError::bad_request(
+                    "the apply configuration must be an object",
+                ));
+            }
+            let body_name = meta_str(body, "name");
+            if !body_name.is_empty() && body_name != key.1 {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({body_name}) does not match the name on the URL ({})",
+                    key.1
+                )));
+            }
+            // An apply configuration without a name takes the URL's.
+            let mut body = body.clone();
+            metadata_mut(&mut body).insert("name".into(), json!(key.1));
+            let applied = ssa::apply(live.as_deref(), &body, &opts.manager, *force, schema, sub)
+                .map_err(|e| apply_error(def, &key.1, e))?;
+            match old {
+                None if sub.is_some() => Err(not_found()),
+                None => Ok(Patched::Create(applied)),
+                Some(old) => Ok(Patched::Update {
+                    old,
+                    new: applied,
+                    record: false,
+                }),
+            }
+        }
+        other => {
+            let old = old.ok_or_else(not_found)?;
+            let mut new = live.map(|l| (*l).clone()).unwrap_or(Value::Null);
+            match other {
+                PatchType::Merge => crate::patch::merge_patch(&mut new, body),
+                PatchType::Json => {
+                    let ops = null_tests_for_absent(&new, body);
+                    crate::patch::json_patch(&mut new, &ops)
+                        .map_err(|e| ApiError::new(422, "Invalid", e))?
+                }
+                _ => {
+                    if def.is_custom() {
+                        return Err(ApiError::unsupported_media_type(
+                            "application/strategic-merge-patch+json is not supported for custom resources",
+                        ));
+                    }
+                    crate::patch::strategic_merge_patch(&mut new, body, &api_version, &def.kind)
+                        .map_err(|e| ApiError::new(422, "Invalid", e))?
+                }
+            }
+            Ok(Patched::Update {
+                old,
+                new,
+                record: true,
+            })
+        }
+    }
+}
+
 impl State {
+    /// Commits what [`patched`] computed.
+    fn commit_patch(
+        &mut self,
+        def: &Arc<ResourceDef>,
+        version: &str,
+        key: &ObjKey,
+        patched: Patched,
+        sub: Option<&str>,
+        opts: &WriteOpts,
+    ) -> Result<Arc<Value>, ApiError> {
+        match patched {
+            Patched::Create(applied) => {
+                let ns = def.namespaced.then_some(key.0.as_str());
+                self.create(def, version, ns, applied, opts, true)
+            }
+            Patched::Update { old, new, record } => {
+                self.commit_update(def, version, key, old, new, sub, opts, record)
+            }
+        }
+    }
+
     fn get(&self, gr: &Gr, key: &ObjKey) -> Option<Arc<Value>> {
         self.tables.get(gr).and_then(|t| t.get(key)).map(Obj::value)
     }
