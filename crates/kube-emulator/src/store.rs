@@ -461,7 +461,7 @@ impl Store {
         let gr = def.gr();
         let stored = |st: &State| st.tables.get(&gr).and_then(|t| t.get(key)).cloned();
         for _ in 0..OPTIMISTIC_ATTEMPTS {
-            let seen = stored(&self.state.lock());
+            let seen = self.get_stored(&gr, key);
             let patched = patched(def, version, key, &ptype, body, sub, opts, seen.as_ref())?;
             let mut st = self.state.lock();
             if same(stored(&st).as_ref(), seen.as_ref()) {
