@@ -303,52 +303,39 @@ async fn concurrent_patches_of_one_object_lose_nothing() {
         let cms = cms.clone();
         tokio::spawn(async move {
             let key = format!("k{i}");
-            match i % 3 {
-                0 => cms
-                    .patch(
-                        "shared",
-                        &PatchParams::default(),
-                        &Patch::Merge(serde_json::json!({"data": {key: "merge"}})),
-                    )
-                    .await
-                    .map(|_| ()),
-                1 => cms
-                    .patch(
-                        "shared",
-                        &PatchParams::default(),
-                        &Patch::Strategic(serde_json::json!({"data": {key: "strategic"}})),
-                    )
-                    .await
-                    .map(|_| ()),
-                _ => cms
-                    .patch(
-                        "shared",
-                        &PatchParams::apply(&format!("writer-{i}")),
-                        &Patch::Apply(serde_json::json!({
-                            "apiVersion": "v1", "kind": "ConfigMap",
-                            "metadata": {"name": "shared"},
-                            "data": {key: "apply"}
-                        })),
-                    )
-                    .await
-                    .map(|_| ()),
-            }
+            let (params, patch) = match i % 3 {
+                0 => (
+                    PatchParams::default(),
+                    Patch::Merge(serde_json::json!({"data": {key: "merge"}})),
+                ),
+                1 => (
+                    PatchParams::default(),
+                    Patch::Strategic(serde_json::json!({"data": {key: "strategic"}})),
+                ),
+                _ => (
+                    PatchParams::apply(&format!("writer-{i}")),
+                    Patch::Apply(serde_json::json!({
+                        "apiVersion": "v1", "kind": "ConfigMap",
+                        "metadata": {"name": "shared"},
+                        "data": {key: "apply"}
+                    })),
+                ),
+            };
+            cms.patch("shared", &params, &patch).await.map(|_| ())
         })
     });
     for w in futures::future::join_all(writes).await {
         w.unwrap().unwrap();
     }
-    let data = cms.get("shared").await.unwrap().data.unwrap_or_default();
+    let shared = cms.get("shared").await.unwrap();
+    let data = shared.data.unwrap_or_default();
     let missing: Vec<_> = (0..WRITERS)
         .map(|i| format!("k{i}"))
         .filter(|k| !data.contains_key(k))
         .collect();
     assert!(missing.is_empty(), "lost updates: {missing:?}");
     // each apply manager owns its key
-    let owners = cms
-        .get("shared")
-        .await
-        .unwrap()
+    let owners = shared
         .metadata
         .managed_fields
         .unwrap_or_default()
