@@ -44,9 +44,10 @@ needs() {
 stamp() { echo "$2" >"$cache/$1.version"; }
 
 timed() { # timed <what> <command>...
-  local start=$SECONDS
+  local start=$SECONDS rc=0
   log "building $1"
-  "${@:2}"
+  "${@:2}" || rc=$?
+  if [ "$rc" -ne 0 ]; then log "FAILED to build $1 (exit $rc)"; return "$rc"; fi
   log "built $1 in $((SECONDS - start)) s"
 }
 
@@ -101,17 +102,21 @@ build_helm() {
 
 build_okms() {
   local dir="$here/okms-cli" v
-  v="$(awk '$1 == "github.com/ovh/okms-cli" { print $2; exit }' "$dir/go.mod")"
   if [ -n "${OKMS_CLI_SRC:-}" ]; then
-    # A checkout of the CLI: build it in place (its own go.mod), with dependencies from the proxy.
-    v="src:$(cd "$OKMS_CLI_SRC" && (git describe --tags --always 2>/dev/null || echo local))"
+    # A checkout of the CLI: built in place (its own go.mod), dependencies from the module proxy;
+    # keyed by its go.mod and go.sum.
+    v="src:$(cat "$OKMS_CLI_SRC/go.mod" "$OKMS_CLI_SRC/go.sum" | sha256sum | cut -c1-16)"
     if ! needs okms "$v"; then log "okms $v: cached"; return; fi
-    timed "okms $v (from $OKMS_CLI_SRC)" bash -c 'cd "$0" && go build -ldflags="-s -w" -o "$1" ./cmd/okms' \
+    timed "okms from $OKMS_CLI_SRC" bash -c 'cd "$0" && go build -ldflags="-s -w" -o "$1" ./cmd/okms' \
       "$OKMS_CLI_SRC" "$cache/okms"
   else
+    v="$(awk '$1 == "require" && $2 == "github.com/ovh/okms-cli" { print $3; exit }' "$dir/go.mod")"
     if ! needs okms "$v"; then log "okms $v: cached"; return; fi
-    timed "okms $v" bash -c 'cd "$0" && go build -ldflags="-s -w" -o "$1" github.com/ovh/okms-cli/cmd/okms' \
-      "$dir" "$cache/okms"
+    if ! timed "okms $v" bash -c 'cd "$0" && go build -ldflags="-s -w" -o "$1" github.com/ovh/okms-cli/cmd/okms' \
+      "$dir" "$cache/okms"; then
+      log "the module proxy did not serve github.com/ovh/okms-cli $v: set OKMS_CLI_SRC to a checkout of it"
+      return 1
+    fi
   fi
   stamp okms "$v"
 }
