@@ -3,6 +3,8 @@
 //! with a deadline; nothing sleeps for a fixed time.
 #![allow(dead_code)]
 
+pub mod backend;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::Write;
@@ -84,9 +86,13 @@ pub fn assert_no_leak(values: &[&str]) {
 // ---- environment --------------------------------------------------------------------------
 
 pub struct Env {
-    pub kube: kube_emulator::KubeEmulator,
+    /// The kube-emulator, or a real control plane (`OKMS_TEST_BACKEND=real`, see backend.rs).
+    pub kube: backend::Kube,
     pub okms: okms_emulator::Emulator,
     pub client: Client,
+    /// The operator's client: `client` on the kube-emulator, the chart's ServiceAccount (with
+    /// the chart's RBAC) on a real control plane.
+    pub operator_client: Client,
     /// A direct OKMS client, for out-of-band writes (as the console would) and assertions.
     pub remote: OkmsClient,
     pub ctx: Arc<Context>,
@@ -121,12 +127,11 @@ impl Env {
         let okms = okms_emulator::start(okms_emulator::Config::new(dir.path().join("okms")))
             .await
             .expect("okms-emulator starts");
-        let kube = kube_emulator::start(kube_emulator::Options::default())
-            .await
-            .expect("kube-emulator starts");
+        let mut kube = backend::Kube::start().await;
         let client = kube.client();
 
         install_crds(&client).await;
+        kube.crds_installed().await;
         for ns in [NS, OPERATOR_NS] {
             let api: Api<Namespace> = Api::all(client.clone());
             let n: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
@@ -171,14 +176,16 @@ impl Env {
         config.retry = RetryPolicy::none();
         let remote = OkmsClient::new(config).expect("direct OKMS client");
 
-        let hmac = hmac::load_or_create(&client, OPERATOR_NS)
+        let operator_client = kube.operator_client(&client, OPERATOR_NS).await;
+        let hmac = hmac::load_or_create(&operator_client, OPERATOR_NS)
             .await
             .expect("HMAC key");
-        let ctx = new_context(&client, hmac, opts.refresh);
+        let ctx = new_context(&operator_client, hmac, opts.refresh);
         let mut env = Env {
             kube,
             okms,
             client,
+            operator_client,
             remote,
             ctx,
             stop: None,
@@ -193,10 +200,14 @@ impl Env {
 
     /// Starts the controllers with a fresh Context (as a restarted operator process would).
     pub async fn start_controller(&mut self) {
-        let hmac = hmac::load_or_create(&self.client, OPERATOR_NS)
+        let hmac = hmac::load_or_create(&self.operator_client, OPERATOR_NS)
             .await
             .expect("HMAC key");
-        self.ctx = new_context(&self.client, hmac, self.ctx.config.default_refresh_interval);
+        self.ctx = new_context(
+            &self.operator_client,
+            hmac,
+            self.ctx.config.default_refresh_interval,
+        );
         let (tx, rx) = tokio::sync::watch::channel(false);
         let ctx = self.ctx.clone();
         self.task = Some(tokio::spawn(controller::run(ctx, rx)));

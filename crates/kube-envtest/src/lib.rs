@@ -228,6 +228,7 @@ pub struct ControlPlane {
     etcd_url: String,
     admin_kubeconfig: PathBuf,
     client: kube::Client,
+    controller_manager_args: Vec<String>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -339,6 +340,7 @@ impl ControlPlane {
         }
 
         // kube-controller-manager
+        let mut controller_manager_args = Vec::new();
         let controller_manager = if opts.controller_manager {
             let kcm = pki.client_cert("system:kube-controller-manager", &["system:masters"])?;
             let kcm_kubeconfig = dir.join("controller-manager.kubeconfig");
@@ -355,6 +357,7 @@ impl ControlPlane {
                 "--secure-port=0".into(),
                 "--v=1".into(),
             ];
+            controller_manager_args = args.clone();
             let mut kcm = Process::spawn(
                 "kube-controller-manager",
                 &binaries.path("kube-controller-manager"),
@@ -395,7 +398,29 @@ impl ControlPlane {
             etcd_url,
             admin_kubeconfig,
             client,
+            controller_manager_args,
         })
+    }
+
+    /// Restarts kube-controller-manager (if it runs). Its garbage collector learns the resources
+    /// of CustomResourceDefinitions created after it started only at its next discovery resync
+    /// (every 30 s), and until then does not collect objects owned by them: a test that creates
+    /// CRDs and then relies on garbage collection restarts it once the CRDs are established.
+    pub async fn restart_controller_manager(&mut self) -> Result<(), Error> {
+        let Some(mut old) = self.controller_manager.take() else {
+            return Ok(());
+        };
+        old.stop();
+        drop(old);
+        let kcm = Process::spawn(
+            "kube-controller-manager",
+            &self.binaries.path("kube-controller-manager"),
+            &self.controller_manager_args,
+            &self.dir,
+        )
+        .map_err(io("restart kube-controller-manager"))?;
+        self.controller_manager = Some(kcm);
+        Ok(())
     }
 
     /// An admin client (`system:masters`).

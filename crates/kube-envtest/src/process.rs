@@ -33,7 +33,8 @@ impl Process {
         dir: &Path,
     ) -> std::io::Result<Process> {
         let log = dir.join(format!("{name}.log"));
-        let out = File::create(&log)?;
+        // appended: a restarted program keeps its predecessor's log
+        let out = File::options().create(true).append(true).open(&log)?;
         let err = out.try_clone()?;
         let mut child = Command::new("/bin/sh")
             .arg("-c")
