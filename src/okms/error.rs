@@ -181,11 +181,16 @@ impl OkmsError {
     }
 }
 
+/// The alternate form (`{:#}`) leaves out what differs from one request to the next (the request
+/// id, the attempt count), for status messages that must not change while nothing else does.
 impl fmt::Display for OkmsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "OKMS {}", self.operation)?;
         if let Some(path) = &self.path {
             write!(f, " `{path}`")?;
+        }
+        if f.alternate() {
+            return write!(f, " failed: {:#}", self.kind);
         }
         write!(f, " failed: {}", self.kind)?;
         if self.attempts > 1 {
@@ -217,7 +222,9 @@ impl fmt::Display for ErrorKind {
                 } else {
                     write!(f, ": {}", messages.join("; "))?;
                 }
-                if let Some(id) = request_id {
+                if let Some(id) = request_id
+                    && !f.alternate()
+                {
                     write!(f, " [request_id {id}]")?;
                 }
                 Ok(())
@@ -227,16 +234,33 @@ impl fmt::Display for ErrorKind {
                 connect: true,
                 detail,
             } => {
-                write!(f, "could not connect: {detail}")
+                write!(f, "could not connect: {detail}")?;
+                tls_hint(f, detail)
             }
             ErrorKind::Transport {
                 connect: false,
                 detail,
-            } => write!(f, "transport error: {detail}"),
+            } => {
+                write!(f, "transport error: {detail}")?;
+                tls_hint(f, detail)
+            }
             ErrorKind::Decode { detail } => write!(f, "unexpected answer: {detail}"),
             ErrorKind::InvalidConfig { detail } => write!(f, "invalid configuration: {detail}"),
         }
     }
+}
+
+/// What to do about a server certificate that chains to no trusted root (rustls says
+/// `invalid peer certificate: UnknownIssuer`): trust its CA in the connection.
+fn tls_hint(f: &mut fmt::Formatter<'_>, detail: &str) -> fmt::Result {
+    if detail.contains("UnknownIssuer") {
+        write!(
+            f,
+            " (the server's certificate is not signed by a trusted root: set the connection's \
+             caBundle or caSecretRef to its CA)"
+        )?;
+    }
+    Ok(())
 }
 
 pub(crate) fn is_retryable_status(status: u16) -> bool {
@@ -475,6 +499,31 @@ mod tests {
             "OKMS get secret `team-a/db` failed: HTTP 404 (NotFound, error_code 17125377): \
              secret not found [request_id rid-1]"
         );
+        let mut again = e.clone();
+        again.attempts = 3;
+        if let ErrorKind::Api { request_id, .. } = &mut *again.kind {
+            *request_id = Some("rid-2".into());
+        }
+        assert_eq!(
+            format!("{again:#}"),
+            format!("{e:#}"),
+            "the alternate form is the same for every request"
+        );
+        assert!(!format!("{again:#}").contains("rid-"));
+    }
+
+    #[test]
+    fn an_unknown_issuer_says_how_to_trust_the_server() {
+        let e = OkmsError::new(
+            "get secret config",
+            None,
+            ErrorKind::Transport {
+                connect: true,
+                detail: "client error (Connect): invalid peer certificate: UnknownIssuer".into(),
+            },
+        );
+        let s = e.to_string();
+        assert!(s.contains("caBundle or caSecretRef"), "{s}");
     }
 
     #[test]
