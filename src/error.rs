@@ -38,9 +38,31 @@ pub enum Error {
     #[error("check-and-set on {path:?} lost {attempts} times in a row to concurrent writers")]
     Conflict { path: String, attempts: u32 },
     #[error(
+        "OKMS secret {path:?} is owned by another OkmsSecret or cluster (its customMetadata owner record names someone else); nothing was written. Use another path, or remove the owner record in OKMS to let this object adopt it"
+    )]
+    PathConflict { path: String },
+    #[error(
+        "wrote {writes} versions of OKMS secret {path:?} within {window}; stopped writing for {pause} (a loop between objects, or a source that changes on every sync?)"
+    )]
+    TooManyWrites {
+        path: String,
+        writes: usize,
+        window: String,
+        pause: String,
+        retry_after: std::time::Duration,
+    },
+    #[error(
+        "OKMS secret {path:?} did not exist when read, but creating it was refused because it \
+         exists: it was created by someone else between our read and our create (or OKMS still \
+         holds the path); retrying with backoff"
+    )]
+    CreatedMeanwhile { path: String },
+    #[error(
         "target Secret {name:?} exists and is not managed by this OkmsSecret (use creationPolicy: Merge to share it)"
     )]
     TargetConflict { name: String },
+    #[error("target Secret {name:?}: {why}; nothing was written")]
+    TargetNotConsented { name: String, why: String },
     #[error(
         "target Secret {name:?} does not exist; creationPolicy Merge only updates an existing Secret"
     )]
@@ -69,8 +91,10 @@ impl Error {
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::PathImmutable { .. } => "PathImmutable",
             Error::DataTooLarge { .. } => "DataTooLarge",
-            Error::Conflict { .. } => "Conflict",
-            Error::TargetConflict { .. } => "TargetConflict",
+            Error::Conflict { .. } | Error::CreatedMeanwhile { .. } => "Conflict",
+            Error::PathConflict { .. } => "PathConflict",
+            Error::TooManyWrites { .. } => "TooManyWrites",
+            Error::TargetConflict { .. } | Error::TargetNotConsented { .. } => "TargetConflict",
             Error::TargetNotFound { .. } => "TargetNotFound",
             Error::VersionInactive(_) => "VersionInactive",
             Error::Okms(e) if e.status() == Some(429) => "RateLimited",
@@ -87,24 +111,30 @@ impl Error {
             | Error::PathImmutable { .. }
             | Error::DataTooLarge { .. }
             | Error::NotAllowed(_)
+            | Error::PathConflict { .. }
+            | Error::TargetNotConsented { .. }
             | Error::TargetConflict { .. } => Category::Invalid,
             Error::SourceNotFound { .. }
             | Error::RemoteNotFound { .. }
             | Error::ConnectionNotFound { .. }
             | Error::ConnectionNotReady { .. }
             | Error::TargetNotFound { .. }
+            | Error::TooManyWrites { .. }
             | Error::VersionInactive(_) => Category::Waiting,
             Error::Conflict { .. } => Category::Conflict,
             Error::Kube(kube::Error::Api(s)) if s.code == 409 => Category::Conflict,
             Error::Okms(e) if e.status() == Some(400) || e.status() == Some(404) => {
                 Category::Invalid
             }
+            // not a lost CAS race that a quick retry wins: back off like any transient failure
+            Error::CreatedMeanwhile { .. } => Category::Transient,
             Error::Okms(_) | Error::Kube(_) | Error::Internal(_) => Category::Transient,
         }
     }
 
     /// Abnormal condition that needs a human (kstatus `Stalled`).
     pub fn is_stalled(&self) -> bool {
-        self.category() == Category::Invalid
+        // a write loop resumes by itself after its pause, but a human should look at it
+        self.category() == Category::Invalid || matches!(self, Error::TooManyWrites { .. })
     }
 }

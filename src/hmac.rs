@@ -34,6 +34,19 @@ impl HmacKey {
         &self.0
     }
 
+    /// The key of one object's digests, derived from this (master) key and the object's identity:
+    /// two objects holding the same data show different digests in status, so a status reader
+    /// cannot confirm a guess of one tenant's value with another object's digest.
+    pub fn for_object(&self, namespace: &str, name: &str) -> HmacKey {
+        let mut identity = Vec::with_capacity(64 + namespace.len() + name.len());
+        identity.extend_from_slice(b"okms-operator object key\0");
+        for part in [namespace, name] {
+            identity.extend_from_slice(&(part.len() as u64).to_be_bytes());
+            identity.extend_from_slice(part.as_bytes());
+        }
+        HmacKey::new(self.mac(&identity))
+    }
+
     /// `hmac-sha256:<key id>:<hex>` of arbitrary bytes. The key id (a MAC of a fixed label,
     /// which reveals nothing of the key) tells whether two digests were made with the same key,
     /// so that a new key is not mistaken for changed data.
@@ -157,5 +170,24 @@ mod tests {
         assert!(a.made_with_this_key(&a.digest(b"y")));
         assert!(!b.made_with_this_key(&a.digest(b"y")));
         assert!(!format!("{a:?}").contains("key-a"));
+    }
+
+    #[test]
+    fn each_object_has_its_own_digests() {
+        let master = HmacKey::new(b"master".to_vec());
+        let one = master.for_object("team-a", "db");
+        let other = master.for_object("team-b", "db");
+        assert_ne!(one.digest(b"same"), other.digest(b"same"));
+        assert_ne!(one.digest(b"same"), master.digest(b"same"));
+        assert_eq!(
+            one.digest(b"same"),
+            master.for_object("team-a", "db").digest(b"same")
+        );
+        // no two identities share an encoding
+        assert_ne!(
+            master.for_object("ab", "c").digest(b"x"),
+            master.for_object("a", "bc").digest(b"x")
+        );
+        assert!(!other.made_with_this_key(&one.digest(b"same")));
     }
 }

@@ -5,11 +5,14 @@
 //! `render` and `controller::plan` are the pure decisions, unit-tested without any server.
 
 pub mod config;
+pub mod consent;
 pub mod controller;
 pub mod crd;
+pub mod duration;
 pub mod error;
 pub mod hmac;
 pub mod http;
+pub mod isolation;
 pub mod leader;
 pub mod metrics;
 pub mod okms;

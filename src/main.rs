@@ -98,14 +98,29 @@ struct RunArgs {
         env = "OKMS_OPERATOR_DEFAULT_REFRESH_INTERVAL",
         default_value = "1h"
     )]
-    default_refresh_interval: String,
+    default_refresh_interval: okms_operator::duration::RefreshInterval,
     /// How long a leader's Lease is valid without renewal (a standby takes over after it).
     #[arg(long, env = "OKMS_OPERATOR_LEASE_DURATION", default_value = "15s")]
-    lease_duration: String,
+    lease_duration: okms_operator::duration::FlagDuration,
     /// Namespace of the operator's own objects (HMAC key Secret, Lease); default: $POD_NAMESPACE,
     /// then okms-system.
     #[arg(long, env = "OKMS_OPERATOR_OPERATOR_NAMESPACE")]
     operator_namespace: Option<String>,
+    /// This cluster's identity in the owner records the operator writes on OKMS secrets it
+    /// creates or adopts; default: the UID of the `kube-system` namespace. Set it when two
+    /// operator installations must share paths, or after restoring a cluster under a new UID.
+    #[arg(long, env = "OKMS_OPERATOR_CLUSTER_ID", value_parser = okms_operator::config::parse_cluster_id)]
+    cluster_id: Option<String>,
+    /// Hosts a connection may send credentials to: comma-separated host patterns. `*.example.com`
+    /// matches every subdomain (not example.com itself); other entries match one host or IP
+    /// address exactly; `host:port` (`[v6]:port`) also fixes the port. A connection to any other
+    /// host is NotAllowed before any request.
+    #[arg(
+        long,
+        env = "OKMS_OPERATOR_ALLOWED_ENDPOINTS",
+        default_value = okms_operator::isolation::DEFAULT_ALLOWED_ENDPOINTS
+    )]
+    allowed_endpoints: okms_operator::isolation::AllowedEndpoints,
 }
 
 /// Runtime threads unless `--worker-threads` says otherwise (the sandbox always uses these).
@@ -147,20 +162,35 @@ fn main() -> anyhow::Result<()> {
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     telemetry::init(args.log_format);
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let refresh = okms_operator::controller::plan::parse_duration(&args.default_refresh_interval)
+    let refresh = args
+        .default_refresh_interval
+        .get()
         .map_err(|e| anyhow::anyhow!("--default-refresh-interval: {e}"))?;
     let operator_namespace = args
         .operator_namespace
         .or_else(|| std::env::var("POD_NAMESPACE").ok())
         .unwrap_or_else(|| "okms-system".into());
-    let lease_duration = okms_operator::controller::plan::parse_duration(&args.lease_duration)
+    let lease_duration = args
+        .lease_duration
+        .get()
         .map_err(|e| anyhow::anyhow!("--lease-duration: {e}"))?
         .max(Duration::from_secs(1));
+    let client = kube::Client::try_default()
+        .await
+        .context("no Kubernetes configuration found (in-cluster or KUBECONFIG)")?;
+    let cluster_id = match args.cluster_id {
+        Some(id) => id,
+        None => okms_operator::config::cluster_id(&client)
+            .await
+            .context("read the kube-system namespace's UID (the cluster's identity in owner records; set --cluster-id to name it yourself)")?,
+    };
     let config = Config {
+        cluster_id,
         operator_namespace: operator_namespace.clone(),
         namespace: args.namespace,
         selector: args.selector,
         concurrency: args.concurrency,
+        allowed_endpoints: args.allowed_endpoints,
         default_refresh_interval: if refresh.is_zero() {
             Duration::from_secs(3600)
         } else {
@@ -168,9 +198,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         ..Config::default()
     };
-    let client = kube::Client::try_default()
-        .await
-        .context("no Kubernetes configuration found (in-cluster or KUBECONFIG)")?;
     let hmac = okms_operator::hmac::load_or_create(&client, &operator_namespace)
         .await
         .with_context(|| format!("HMAC key Secret in namespace {operator_namespace:?}"))?;

@@ -83,18 +83,20 @@ pub const RULES: &[Rule] = &[
     cluster("okms.dev", "clusterokmsconnections/status", &["patch"]),
     // get: okms_secret.rs (source and current target, get_opt), connection.rs (credential
     // Secrets), hmac.rs (the key Secret); list + watch: run.rs metadata-only watchers of target
-    // and source Secrets; patch: okms_secret.rs server-side apply of target Secrets (an apply
-    // that creates the object is still authorized as `patch`).
-    cluster("", "secrets", &["get", "list", "watch", "patch"]),
+    // and source Secrets; patch + create: okms_secret.rs server-side apply of target Secrets (an
+    // apply that creates the object is authorized as `patch` and then `create` by the real API
+    // server; the kube-emulator authorizes nothing, kube-envtest's real-RBAC run showed it).
+    cluster("", "secrets", &["get", "list", "watch", "patch", "create"]),
     // connection.rs `check_allowed`: the namespace's labels for ClusterOkmsConnection
     // allowedNamespaces selectors (get_opt).
     cluster("", "namespaces", &["get"]),
     // controller/context.rs `Recorder`: creates events.k8s.io/v1 Events (never updates them).
     cluster("events.k8s.io", "events", &["create"]),
-    // okms_secret.rs `restart_workloads`: merge patch of the pod template's restartedAt annotation.
-    cluster("apps", "deployments", &["patch"]),
-    cluster("apps", "statefulsets", &["patch"]),
-    cluster("apps", "daemonsets", &["patch"]),
+    // okms_secret.rs `restart_one`: reads the workload's metadata (its opt-in annotation), then
+    // merge-patches the pod template's restartedAt annotation.
+    cluster("apps", "deployments", &["get", "patch"]),
+    cluster("apps", "statefulsets", &["get", "patch"]),
+    cluster("apps", "daemonsets", &["get", "patch"]),
     // hmac.rs `load_or_create`: creates the `okms-operator-hmac` key Secret on first start, only
     // ever in the operator namespace (reading it is covered by the cluster-wide `get`).
     operator_ns("", "secrets", &["create"]),
@@ -134,7 +136,8 @@ mod tests {
     #[test]
     fn allowed_distinguishes_scope_and_verb() {
         assert!(allowed(Scope::Cluster, Some(""), "secrets", "patch"));
-        assert!(!allowed(Scope::Cluster, Some(""), "secrets", "create"));
+        assert!(allowed(Scope::Cluster, Some(""), "secrets", "create"));
+        assert!(!allowed(Scope::Cluster, Some(""), "secrets", "delete"));
         assert!(allowed(Scope::OperatorNamespace, None, "secrets", "create"));
         assert!(!allowed(
             Scope::Cluster,

@@ -105,6 +105,9 @@ pub async fn start(opts: Options) -> Result<Sandbox, Error> {
     .await
     .map_err(|e| fail(&format!("bind the metrics address {}", opts.metrics_addr))(e.to_string()))?;
     let config = Config {
+        // fixed: the OKMS store outlives the kube-emulator's state (a new kube-system UID on
+        // every start), and the quickstart must still own the paths it created
+        cluster_id: "sandbox".into(),
         operator_namespace: OPERATOR_NAMESPACE.into(),
         connection_recheck: Duration::from_secs(2),
         ..Config::default()

@@ -160,7 +160,10 @@ fn every_reason_has_troubleshooting() {
         "Connected",
         "RolloutRestarted",
         "RolloutRestartFailed",
+        "RolloutRestartRefused",
         "Deleted",
+        "DeleteSkipped",
+        "CleanupAbandoned",
     ] {
         assert!(
             controller.contains(&format!("\"{r}\"")),

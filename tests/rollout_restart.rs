@@ -1,5 +1,5 @@
 //! Rollout restart: consuming workloads get a restart annotation when mirrored data changes,
-//! and not on the first sync.
+//! and not on the first sync; only workloads that opted in (`okms.dev/allow-restart-from`).
 
 mod common;
 
@@ -25,7 +25,7 @@ async fn restarts_on_data_change_only() {
     let env = Env::start().await;
     let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), NS);
     let deployment: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": "web", "namespace": NS},
+        "metadata": {"name": "web", "namespace": NS, "annotations": {"okms.dev/allow-restart-from": "creds"}},
         "spec": {"selector": {"matchLabels": {"app": "web"}},
                  "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "nginx"}]}}}
     }))
@@ -34,11 +34,27 @@ async fn restarts_on_data_change_only() {
         .create(&PostParams::default(), &deployment)
         .await
         .unwrap();
+    // a workload of the namespace that did not opt in, and one that opted in for someone else
+    for (name, allowed) in [("bystander", None), ("other-team", Some("not-creds"))] {
+        let annotations = allowed.map(|a| json!({"okms.dev/allow-restart-from": a}));
+        let d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": NS, "annotations": annotations},
+            "spec": {"selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}
+        }))
+        .unwrap();
+        deployments
+            .create(&PostParams::default(), &d)
+            .await
+            .unwrap();
+    }
     env.put_source("src", &[("pw", "r1")]).await;
     env.apply_okms_secret(
         "creds",
         json!({"connectionRef": {"name": "okms"}, "path": "rr/creds", "source": {"secretRef": {"name": "src"}},
-               "rolloutRestartTargets": [{"kind": "Deployment", "name": "web"}]}),
+               "rolloutRestartTargets": [{"kind": "Deployment", "name": "web"},
+                                         {"kind": "Deployment", "name": "bystander"},
+                                         {"kind": "Deployment", "name": "other-team"}]}),
     )
     .await;
     env.wait_ready("creds").await;
@@ -53,6 +69,33 @@ async fn restarts_on_data_change_only() {
         restarted_at(&deployments.get("web").await.ok()?)
     })
     .await;
+    // the opted-in workload was restarted; the others were not, and the author is told why
+    env.wait(
+        "a refusal for each workload that did not opt in",
+        || async {
+            let refused = env
+                .events_of("creds")
+                .await
+                .into_iter()
+                .filter(|(reason, _)| reason == "RolloutRestartRefused")
+                .map(|(_, note)| note)
+                .collect::<Vec<_>>();
+            let both = ["bystander", "other-team"].iter().all(|n| {
+                refused
+                    .iter()
+                    .any(|note| note.contains(n) && note.contains("okms.dev/allow-restart-from"))
+            });
+            both.then_some(())
+        },
+    )
+    .await;
+    for name in ["bystander", "other-team"] {
+        assert_eq!(
+            restarted_at(&deployments.get(name).await.unwrap()),
+            None,
+            "{name} never opted in to restarts by creds"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,7 +103,7 @@ async fn a_new_hmac_key_is_not_a_data_change() {
     let mut env = Env::start().await;
     let deployments: Api<Deployment> = Api::namespaced(env.client.clone(), NS);
     let deployment: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": "api", "namespace": NS},
+        "metadata": {"name": "api", "namespace": NS, "annotations": {"okms.dev/allow-restart-from": "creds"}},
         "spec": {"selector": {"matchLabels": {"app": "api"}},
                  "template": {"metadata": {"labels": {"app": "api"}}, "spec": {"containers": [{"name": "api", "image": "nginx"}]}}}
     }))
@@ -103,7 +146,7 @@ async fn a_new_hmac_key_is_not_a_data_change() {
     env.wait("status digests re-made with the new key", || async {
         let st = env.okms_secrets().get("creds").await.ok()?.status?;
         st.data_hmac
-            .filter(|h| *h != before && env.ctx.hmac.made_with_this_key(h))
+            .filter(|h| *h != before && env.ctx.hmac.for_object(NS, "creds").made_with_this_key(h))
     })
     .await;
     assert_eq!(

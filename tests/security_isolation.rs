@@ -158,9 +158,11 @@ async fn secrets_not_ours_are_never_modified_or_deleted() {
     let env = Env::start().await;
     let secrets = env.secrets();
     for name in ["foreign-owner", "foreign-orphan", "foreign-merge"] {
+        // the Merge target consents; consent does not matter to the other two
         let s: Secret = serde_json::from_value(
-            json!({"metadata": {"name": name, "namespace": NS, "labels": {"owner": "someone-else"}},
-                                                       "stringData": {"keep": "me"}}),
+            json!({"metadata": {"name": name, "namespace": NS, "labels": {"owner": "someone-else"},
+                                "annotations": {"okms.dev/allow-merge-from": name}},
+                   "stringData": {"keep": "me"}}),
         )
         .unwrap();
         secrets.create(&PostParams::default(), &s).await.unwrap();

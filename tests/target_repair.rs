@@ -93,6 +93,11 @@ async fn foreign_secret_is_never_overwritten_and_merge_shares_it() {
     );
 
     common::create_secret_typed(&env.client, NS, "shared", "Opaque", foreign).await;
+    let consent = json!({"metadata": {"annotations": {"okms.dev/allow-merge-from": "merge"}}});
+    env.secrets()
+        .patch("shared", &PatchParams::default(), &Patch::Merge(&consent))
+        .await
+        .unwrap();
     env.apply_okms_secret("merge", spec(Some("Merge"), "shared"))
         .await;
     env.wait_ready("merge").await;
@@ -120,6 +125,12 @@ async fn foreign_secret_is_never_overwritten_and_merge_shares_it() {
     // once someone creates it, the keys are merged in
     let theirs = [("owner", b"someone-else".to_vec())];
     common::create_secret_typed(&env.client, NS, "absent", "Opaque", theirs).await;
+    let consent =
+        json!({"metadata": {"annotations": {"okms.dev/allow-merge-from": "merge-missing"}}});
+    env.secrets()
+        .patch("absent", &PatchParams::default(), &Patch::Merge(&consent))
+        .await
+        .unwrap();
     env.wait_ready("merge-missing").await;
     let data = env.target("absent").await.unwrap();
     assert_eq!(

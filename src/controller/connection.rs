@@ -1,8 +1,13 @@
 //! Connections: resolving an OkmsSecret's connection into an OKMS client (credentials from
 //! Secrets, cached per connection), the isolation checks, and the connection reconciler that
 //! probes OKMS and reports `Ready`.
+//!
+//! Before any credential is read, a connection's spec is validated and its endpoint checked
+//! against the operator's allow-list ([`crate::isolation`]). A failed probe backs off per
+//! connection (30 s doubling up to 5 min, jittered); only a spec change or a change of a
+//! credential Secret probes sooner, never a status write.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,17 +23,26 @@ use tracing::{info, warn};
 use zeroize::Zeroizing;
 
 use crate::controller::context::Context;
-use crate::controller::plan::{parse_duration, path_allowed};
+use crate::controller::plan::path_allowed;
 use crate::crd::{
     AllowedNamespaces, ClusterOkmsConnection, ConnectionKind, ConnectionSpec, ConnectionStatus,
     OkmsConnection,
 };
 use crate::error::{Error, Result};
+use crate::isolation;
 use crate::okms::{Auth, ClientConfig, OkmsClient, RateLimit};
 use crate::status;
 
 /// Default client-side rate limit of a connection (requests per second).
 pub const DEFAULT_REQUESTS_PER_SECOND: u32 = 100;
+
+/// First wait after a failed probe; it doubles with each further failure up to
+/// [`PROBE_BACKOFF_MAX`], and each wait is stretched by up to a quarter at random.
+pub const PROBE_BACKOFF_MIN: Duration = Duration::from_secs(30);
+pub const PROBE_BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// A connection: (kind, namespace — empty for the cluster kind, name).
+pub type ConnectionKey = (ConnectionKind, String, String);
 
 /// A connection ready for use.
 #[derive(Clone)]
@@ -45,13 +59,78 @@ struct Entry {
     resolved: Resolved,
 }
 
-/// One OKMS client per connection, rebuilt when the connection or its Secrets change.
+/// One OKMS client per connection, rebuilt when the connection or its Secrets change; which
+/// connections read which Secrets; and each connection's failed probes in a row.
 #[derive(Default)]
 pub struct ConnectionCache {
-    entries: Mutex<HashMap<(ConnectionKind, String, String), Entry>>,
+    entries: Mutex<HashMap<ConnectionKey, Entry>>,
+    credentials: Mutex<CredentialIndex>,
+    /// Per connection: the generation the failures were counted for, and how many in a row.
+    probe_failures: Mutex<HashMap<ConnectionKey, (Option<i64>, u32)>>,
+}
+
+/// Credential Secret `(namespace, name)` → the connections that read it, and back.
+#[derive(Default)]
+struct CredentialIndex {
+    by_secret: HashMap<(String, String), HashSet<ConnectionKey>>,
+    by_connection: HashMap<ConnectionKey, Vec<(String, String)>>,
 }
 
 impl ConnectionCache {
+    /// Records the Secrets a connection reads (credentials and CA), replacing what it read before;
+    /// `None` forgets the connection (deleted).
+    pub fn index_credentials(&self, key: ConnectionKey, secrets: Option<Vec<(String, String)>>) {
+        let mut index = self.credentials.lock();
+        let index = &mut *index;
+        if let Some(old) = index.by_connection.remove(&key) {
+            for s in old {
+                if let Some(set) = index.by_secret.get_mut(&s) {
+                    set.remove(&key);
+                    if set.is_empty() {
+                        index.by_secret.remove(&s);
+                    }
+                }
+            }
+        }
+        let Some(secrets) = secrets.filter(|s| !s.is_empty()) else {
+            return;
+        };
+        for s in &secrets {
+            index
+                .by_secret
+                .entry(s.clone())
+                .or_default()
+                .insert(key.clone());
+        }
+        index.by_connection.insert(key, secrets);
+    }
+
+    /// The connections that read Secret `namespace/name`.
+    pub fn connections_reading(&self, namespace: &str, name: &str) -> Vec<ConnectionKey> {
+        self.credentials
+            .lock()
+            .by_secret
+            .get(&(namespace.to_string(), name.to_string()))
+            .map(|set| set.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Counts a failed probe and returns the wait before the next one. A new generation (the
+    /// spec changed) starts counting afresh.
+    pub fn probe_failed(&self, key: &ConnectionKey, generation: Option<i64>) -> Duration {
+        let mut failures = self.probe_failures.lock();
+        let entry = failures.entry(key.clone()).or_insert((generation, 0));
+        if entry.0 != generation {
+            *entry = (generation, 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+        probe_backoff(entry.1, rand::random())
+    }
+
+    pub fn probe_succeeded(&self, key: &ConnectionKey) {
+        self.probe_failures.lock().remove(key);
+    }
+
     pub fn invalidate(&self, kind: ConnectionKind, namespace: &str, name: &str) {
         self.entries
             .lock()
@@ -156,6 +235,10 @@ impl Fetched {
 
     /// Isolation: namespace (cluster kind) and path prefix checks, before any OKMS call.
     pub async fn check_allowed(&self, ctx: &Context, namespace: &str, path: &str) -> Result<()> {
+        if let Some(entries) = &self.spec.allowed_paths {
+            isolation::check_allowed_paths(entries)
+                .map_err(|e| Error::InvalidSpec(format!("{}: {e}", self.display())))?;
+        }
         if self.kind == ConnectionKind::ClusterOkmsConnection
             && !namespace_allowed(ctx, self.allowed_namespaces.as_ref(), namespace).await?
         {
@@ -221,8 +304,103 @@ pub fn selector_matches(
     labels_ok && exprs_ok
 }
 
-/// Resolves a fetched connection into a client, from the cache when nothing changed.
+/// Checks a connection's spec before anything is read or sent: the endpoint's form (https, or
+/// http to a loopback host; no credentials, query or fragment in it), the operator's endpoint
+/// allow-list, and the `allowedPaths` entries. Returns the endpoint as the client will use it.
+pub fn validate(
+    spec: &ConnectionSpec,
+    allowed: &isolation::AllowedEndpoints,
+    display: &str,
+) -> Result<url::Url> {
+    let invalid = |why: String| Error::InvalidSpec(format!("{display}: {why}"));
+    let endpoint = url::Url::parse(&spec.endpoint)
+        .map_err(|e| invalid(format!("endpoint {:?} is not a URL: {e}", spec.endpoint)))?;
+    if !endpoint.username().is_empty() || endpoint.password().is_some() {
+        return Err(invalid(
+            "the endpoint must not contain a user name or password".into(),
+        ));
+    }
+    if endpoint.query().is_some() || endpoint.fragment().is_some() {
+        return Err(invalid(
+            "the endpoint must not have a query (`?`) or fragment (`#`)".into(),
+        ));
+    }
+    let host = endpoint
+        .host()
+        .ok_or_else(|| invalid(format!("endpoint {:?} has no host", spec.endpoint)))?;
+    match endpoint.scheme() {
+        "https" => {}
+        "http" if isolation::is_loopback(&host) => {}
+        "http" => {
+            return Err(invalid(format!(
+                "endpoint {endpoint} uses plain http; https is required (http is allowed only \
+                 for loopback hosts such as localhost, 127.0.0.1 or ::1)"
+            )));
+        }
+        other => {
+            return Err(invalid(format!(
+                "endpoint {endpoint} has scheme {other:?}; https is required"
+            )));
+        }
+    }
+    allowed
+        .check(&endpoint)
+        .map_err(|e| Error::NotAllowed(format!("{display}: {e}")))?;
+    if let Some(entries) = &spec.allowed_paths {
+        isolation::check_allowed_paths(entries).map_err(invalid)?;
+    }
+    Ok(endpoint)
+}
+
+/// The Secrets `(namespace, name)` a connection reads: credentials and CA. An OkmsConnection
+/// reads only its own namespace (a ref naming another is refused when loading), a
+/// ClusterOkmsConnection the namespace each ref names.
+pub fn credential_secrets(
+    kind: ConnectionKind,
+    namespace: &str,
+    spec: &ConnectionSpec,
+) -> Vec<(String, String)> {
+    let refs = [
+        spec.auth
+            .mtls
+            .as_ref()
+            .map(|m| (&m.secret_ref.namespace, &m.secret_ref.name)),
+        spec.auth
+            .token
+            .as_ref()
+            .map(|t| (&t.secret_ref.namespace, &t.secret_ref.name)),
+        spec.ca_secret_ref.as_ref().map(|r| (&r.namespace, &r.name)),
+    ];
+    let mut out = Vec::new();
+    for (ns, name) in refs.into_iter().flatten() {
+        let ns = match kind {
+            ConnectionKind::OkmsConnection => namespace.to_string(),
+            ConnectionKind::ClusterOkmsConnection => match ns {
+                Some(ns) => ns.clone(),
+                None => continue,
+            },
+        };
+        let key = (ns, name.clone());
+        if !out.contains(&key) {
+            out.push(key);
+        }
+    }
+    out
+}
+
+/// Wait before the next probe after `failures` failed ones in a row (`jitter` in [0, 1)).
+pub fn probe_backoff(failures: u32, jitter: f64) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    let ceiling = PROBE_BACKOFF_MIN
+        .saturating_mul(1u32 << doublings)
+        .min(PROBE_BACKOFF_MAX);
+    ceiling.mul_f64(1.0 + 0.25 * jitter.clamp(0.0, 1.0))
+}
+
+/// Resolves a fetched connection into a client, from the cache when nothing changed. The spec is
+/// validated and the endpoint checked against the allow-list before any credential is read.
 pub async fn client_for(ctx: &Context, conn: &Fetched) -> Result<Resolved> {
+    let endpoint = validate(&conn.spec, &ctx.config.allowed_endpoints, &conn.display())?;
     let key = (conn.kind, conn.namespace.clone(), conn.name.clone());
     {
         let entries = ctx.connections.entries.lock();
@@ -249,12 +427,10 @@ pub async fn client_for(ctx: &Context, conn: &Fetched) -> Result<Resolved> {
         name: conn.display(),
         message,
     };
-    let endpoint =
-        url::Url::parse(&conn.spec.endpoint).map_err(|e| not_ready(format!("endpoint: {e}")))?;
     let mut config = ClientConfig::new(endpoint, conn.spec.okms_id.clone(), creds.auth);
     config.extra_roots_pem = creds.ca_pem;
     if let Some(t) = &conn.spec.timeout {
-        config.timeout = parse_duration(t).map_err(|e| not_ready(format!("timeout: {e}")))?;
+        config.timeout = t.get().map_err(|e| not_ready(format!("timeout: {e}")))?;
         if config.timeout.is_zero() {
             config.timeout = Duration::from_secs(30);
         }
@@ -401,6 +577,7 @@ where
     let kind = K::connection_kind();
     let namespace = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
+    let key: ConnectionKey = (kind, namespace.clone(), name.clone());
     ctx.connections.invalidate(kind, &namespace, &name);
     let fetched = Fetched {
         kind,
@@ -435,7 +612,7 @@ where
         Err(e) => status::failed(
             &mut st.conditions,
             e.reason(),
-            &e.to_string(),
+            &condition_message(e),
             e.is_stalled(),
             generation,
             now,
@@ -469,18 +646,37 @@ where
         .reconciled(K::KIND_NAME, reason, outcome.is_ok(), started.elapsed());
     match outcome {
         Ok(()) => {
+            ctx.connections.probe_succeeded(&key);
             info!(connection = %fetched.display(), "connection ready");
-            Ok(Action::requeue(ctx.config.connection_probe_interval))
+            let jitter = 0.9 + 0.2 * rand::random::<f64>();
+            Ok(Action::requeue(
+                ctx.config.connection_probe_interval.mul_f64(jitter),
+            ))
         }
         Err(e) => {
-            warn!(connection = %fetched.display(), reason = e.reason(), error = %e, "connection not ready");
-            Ok(Action::requeue(Duration::from_secs(30)))
+            let mut wait = ctx.connections.probe_failed(&key, generation);
+            if let Error::Okms(o) = &e
+                && let Some(after) = o.retry_after()
+            {
+                wait = wait.max(after.min(PROBE_BACKOFF_MAX));
+            }
+            warn!(connection = %fetched.display(), reason = e.reason(), error = %e, next_probe_in = ?wait, "connection not ready");
+            Ok(Action::requeue(wait))
         }
     }
 }
 
+/// The condition message of a failed probe: stable from one probe to the next (the alternate
+/// form leaves out the request id and attempt count, which would change the status each time).
+pub fn condition_message(e: &Error) -> String {
+    format!("{e:#}")
+}
+
+/// The status write failed (the probe's outcome is already in the backoff): retry in 5–15 s.
 pub fn connection_error_policy<K>(_obj: Arc<K>, _err: &Error, _ctx: Arc<Context>) -> Action {
-    Action::requeue(Duration::from_secs(10))
+    Action::requeue(Duration::from_millis(
+        5_000 + rand::random::<u64>() % 10_000,
+    ))
 }
 
 /// Access to the parts both connection kinds share.
@@ -528,6 +724,114 @@ impl ConnectionObject for ClusterOkmsConnection {
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+
+    fn spec(endpoint: &str, extra: serde_json::Value) -> ConnectionSpec {
+        let mut v = serde_json::json!({
+            "endpoint": endpoint, "okmsId": "8a3e5b6c-0000-4000-8000-000000000001",
+            "auth": {"token": {"secretRef": {"name": "t", "key": "token", "namespace": "other"}}},
+            "caSecretRef": {"name": "ca", "key": "ca.pem", "namespace": "other"}
+        });
+        if let (Some(v), Some(extra)) = (v.as_object_mut(), extra.as_object()) {
+            v.extend(extra.clone());
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn validate_refuses_before_anything_is_read() {
+        let allowed = isolation::AllowedEndpoints::default();
+        let check = |endpoint: &str, extra: serde_json::Value| {
+            validate(&spec(endpoint, extra), &allowed, "OkmsConnection a/b").map_err(|e| e.reason())
+        };
+        let none = serde_json::json!({});
+        assert!(check("https://eu-west-rbx.okms.ovh.net", none.clone()).is_ok());
+        assert!(check("http://127.0.0.1:8080", none.clone()).is_ok());
+        assert!(check("http://localhost:8080", none.clone()).is_ok());
+        for (endpoint, reason) in [
+            ("http://eu-west-rbx.okms.ovh.net", "InvalidSpec"),
+            ("ftp://eu-west-rbx.okms.ovh.net", "InvalidSpec"),
+            ("https://u:p@eu-west-rbx.okms.ovh.net", "InvalidSpec"),
+            ("https://eu-west-rbx.okms.ovh.net/?x=1", "InvalidSpec"),
+            ("https://eu-west-rbx.okms.ovh.net/#x", "InvalidSpec"),
+            ("not a url", "InvalidSpec"),
+            ("https://evil.example", "NotAllowed"),
+            (
+                "https://eu-west-rbx.okms.ovh.net.evil.example",
+                "NotAllowed",
+            ),
+            ("http://evil.example", "InvalidSpec"),
+        ] {
+            assert_eq!(check(endpoint, none.clone()), Err(reason), "{endpoint}");
+        }
+        for bad in [serde_json::json!(["/"]), serde_json::json!(["a/../b"])] {
+            assert_eq!(
+                check(
+                    "https://eu-west-rbx.okms.ovh.net",
+                    serde_json::json!({ "allowedPaths": bad })
+                ),
+                Err("InvalidSpec")
+            );
+        }
+    }
+
+    #[test]
+    fn credential_secrets_follow_the_connection_kind() {
+        let s = spec("https://x.okms.ovh.net", serde_json::json!({}));
+        assert_eq!(
+            credential_secrets(ConnectionKind::OkmsConnection, "apps", &s),
+            vec![
+                ("apps".to_string(), "t".to_string()),
+                ("apps".to_string(), "ca".to_string())
+            ],
+            "an OkmsConnection reads its own namespace only"
+        );
+        assert_eq!(
+            credential_secrets(ConnectionKind::ClusterOkmsConnection, "", &s),
+            vec![
+                ("other".to_string(), "t".to_string()),
+                ("other".to_string(), "ca".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn probe_backoff_doubles_from_30s_to_5min_with_jitter() {
+        assert_eq!(probe_backoff(1, 0.0), Duration::from_secs(30));
+        assert_eq!(probe_backoff(2, 0.0), Duration::from_secs(60));
+        assert_eq!(probe_backoff(5, 0.0), Duration::from_secs(300));
+        assert_eq!(probe_backoff(u32::MAX, 0.0), Duration::from_secs(300));
+        assert_eq!(probe_backoff(1, 1.0), Duration::from_millis(37_500));
+        assert_eq!(probe_backoff(0, 0.5), probe_backoff(1, 0.5));
+    }
+
+    #[test]
+    fn the_failure_count_restarts_with_a_new_generation() {
+        let cache = ConnectionCache::default();
+        let key = (ConnectionKind::OkmsConnection, "a".into(), "b".into());
+        let first = cache.probe_failed(&key, Some(1));
+        let second = cache.probe_failed(&key, Some(1));
+        assert!(first < Duration::from_secs(40) && second >= Duration::from_secs(60));
+        assert!(cache.probe_failed(&key, Some(2)) < Duration::from_secs(40));
+        cache.probe_succeeded(&key);
+        assert!(cache.probe_failed(&key, Some(2)) < Duration::from_secs(40));
+    }
+
+    #[test]
+    fn the_credential_index_follows_each_connection() {
+        let cache = ConnectionCache::default();
+        let a = (
+            ConnectionKind::OkmsConnection,
+            "ns".to_string(),
+            "a".to_string(),
+        );
+        let secret = ("ns".to_string(), "cert".to_string());
+        cache.index_credentials(a.clone(), Some(vec![secret.clone()]));
+        assert_eq!(cache.connections_reading("ns", "cert"), vec![a.clone()]);
+        cache.index_credentials(a.clone(), Some(vec![("ns".into(), "other".into())]));
+        assert!(cache.connections_reading("ns", "cert").is_empty());
+        cache.index_credentials(a, None);
+        assert!(cache.connections_reading("ns", "other").is_empty());
+    }
 
     #[test]
     fn empty_selector_allows_nothing_and_expressions_work() {

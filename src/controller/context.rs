@@ -13,6 +13,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use parking_lot::{Mutex, RwLock};
 
 use crate::config::Config;
+use crate::controller::breaker::WriteBreaker;
 use crate::controller::connection::ConnectionCache;
 use crate::crd::{ClusterOkmsConnection, OkmsConnection, OkmsSecret};
 use crate::hmac::HmacKey;
@@ -41,6 +42,8 @@ pub struct Context {
     /// Caches of the connection watches, once they run: a reconcile reads its connection from
     /// here instead of the API (a miss still asks the API).
     pub connection_stores: RwLock<Option<ConnectionStores>>,
+    /// Versions each object wrote lately: stops write loops.
+    pub breaker: WriteBreaker,
     /// Keyed by `namespace/name` (an `ObjectRef` costs four strings per entry).
     backoff: Mutex<HashMap<String, u32>>,
     /// resourceVersion of each object's last status write by this process.
@@ -128,6 +131,7 @@ impl Context {
             health: Arc::new(Health::default()),
             secret_names: SecretNames::default(),
             connection_stores: RwLock::new(None),
+            breaker: WriteBreaker::default(),
             backoff: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
             own_targets: Mutex::new(HashMap::new()),

@@ -1,5 +1,6 @@
 //! The reconcilers and how they are wired to watches.
 
+pub mod breaker;
 pub mod connection;
 pub mod context;
 pub mod lean;

@@ -17,12 +17,13 @@ use kube::{Resource, ResourceExt};
 use serde_json::{Map, Value, json};
 use tracing::{debug, info, warn};
 
+use crate::consent;
 use crate::controller::connection;
 use crate::controller::context::{Context, EventType, FIELD_MANAGER, RefKey, send_for_version};
 use crate::controller::plan;
 use crate::crd::{
-    ConnectionKind, CreationPolicy, DeletionPolicy, OkmsSecret, OkmsSecretStatus, Source,
-    UpdatePolicy, WorkloadKind,
+    ConnectionKind, CreationPolicy, DeletionPolicy, InlineData, OkmsSecret, OkmsSecretStatus,
+    Source, UpdatePolicy, WorkloadKind,
 };
 use crate::error::{Category, Error, Result};
 use crate::okms::{OkmsClient, SecretData, VersionState};
@@ -64,15 +65,25 @@ pub async fn reconcile(obj: Arc<OkmsSecret>, ctx: Arc<Context>) -> Result<Action
     if obj.meta().deletion_timestamp.is_some() {
         ctx.forget_write(&oref);
         let result = cleanup(&obj, &ctx).await;
-        ctx.index.remove(&oref);
-        ctx.metrics.set_ready(&key, None);
         let reason = result
             .as_ref()
             .map(|_| "Deleted")
             .unwrap_or_else(|e| e.reason());
         ctx.metrics
             .reconciled("OkmsSecret", reason, result.is_ok(), started.elapsed());
-        return result.map(|_| Action::await_change());
+        return match result {
+            Ok(()) => {
+                ctx.index.remove(&oref);
+                ctx.breaker.forget(&key);
+                ctx.metrics.set_ready(&key, None);
+                Ok(Action::await_change())
+            }
+            // a cleanup that cannot finish says so in status and a Warning event
+            Err(err) => {
+                report_failure(&obj, &ctx, &err, &key).await?;
+                Err(err)
+            }
+        };
     }
     match sync(&obj, &ctx).await {
         Ok(Outcome {
@@ -115,7 +126,7 @@ pub async fn reconcile(obj: Arc<OkmsSecret>, ctx: Arc<Context>) -> Result<Action
                 return Ok(Action::requeue(std::time::Duration::ZERO));
             }
             let interval = match &obj.spec.refresh_interval {
-                Some(i) => plan::parse_duration(i).unwrap_or(ctx.config.default_refresh_interval),
+                Some(i) => i.get().unwrap_or(ctx.config.default_refresh_interval),
                 None => ctx.config.default_refresh_interval,
             };
             Ok(match plan::jittered(interval, rand::random()) {
@@ -124,41 +135,51 @@ pub async fn reconcile(obj: Arc<OkmsSecret>, ctx: Arc<Context>) -> Result<Action
             })
         }
         Err(err) => {
-            let reason = err.reason();
-            let message = err.to_string();
-            let mut base = obj.status.clone().unwrap_or_default();
-            if base.path.is_none()
-                && plan::validate_path(&obj.spec.path).is_ok()
-                && reason != "PathImmutable"
-            {
-                base.path = Some(obj.spec.path.clone());
-            }
-            let stalled = err.is_stalled();
-            let previous = obj
-                .status
-                .as_ref()
-                .and_then(|s| status::get(&s.conditions, status::READY).cloned());
-            let first_report = previous.is_none_or(|c| c.reason != reason || c.message != message);
-            write_status(&obj, &ctx, base, |conds, generation, now| {
-                status::failed(conds, reason, &message, stalled, generation, now)
-            })
-            .await?;
-            if first_report {
-                publish(&ctx, &obj, EventType::Warning, reason, message.clone()).await;
-            }
-            warn!(okmssecret = %key, reason, error = %message, "reconcile failed");
-            ctx.metrics.set_ready(&key, Some(false));
+            report_failure(&obj, &ctx, &err, &key).await?;
             ctx.metrics
-                .reconciled("OkmsSecret", reason, false, started.elapsed());
+                .reconciled("OkmsSecret", err.reason(), false, started.elapsed());
             Err(err)
         }
     }
+}
+
+/// Reports a failed reconcile (sync or cleanup): status condition, a Warning event the first
+/// time this reason and message show, a log line and the Ready gauge.
+async fn report_failure(obj: &OkmsSecret, ctx: &Context, err: &Error, key: &str) -> Result<()> {
+    let reason = err.reason();
+    let message = err.to_string();
+    let mut base = obj.status.clone().unwrap_or_default();
+    if base.path.is_none()
+        && plan::validate_path(&obj.spec.path).is_ok()
+        && reason != "PathImmutable"
+    {
+        base.path = Some(obj.spec.path.clone());
+    }
+    let stalled = err.is_stalled();
+    let previous = obj
+        .status
+        .as_ref()
+        .and_then(|s| status::get(&s.conditions, status::READY).cloned());
+    let first_report = previous.is_none_or(|c| c.reason != reason || c.message != message);
+    write_status(obj, ctx, base, |conds, generation, now| {
+        status::failed(conds, reason, &message, stalled, generation, now)
+    })
+    .await?;
+    if first_report {
+        publish(ctx, obj, EventType::Warning, reason, message.clone()).await;
+    }
+    warn!(okmssecret = %key, reason, error = %message, "reconcile failed");
+    ctx.metrics.set_ready(key, Some(false));
+    Ok(())
 }
 
 /// Requeue after an error: conflicts soon, invalid specs only on change, the rest with per-object
 /// exponential backoff and jitter.
 pub fn error_policy(obj: Arc<OkmsSecret>, err: &Error, ctx: Arc<Context>) -> Action {
     let oref = ObjectRef::from_obj(&*obj);
+    if let Error::TooManyWrites { retry_after, .. } = err {
+        return Action::requeue(*retry_after);
+    }
     match err.category() {
         Category::Conflict => Action::requeue(std::time::Duration::from_millis(
             500 + rand::random::<u64>() % 1000,
@@ -211,6 +232,7 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
     // index entry (10 000 of them cost 3 MiB).
     let target = spec.target.clone().unwrap_or_default();
     let target_name = obj.target_name().to_string();
+    plan::validate_target(spec, &target_name)?;
     if target_name != name {
         refs.push((TARGET, ns.clone(), target_name.clone()));
     }
@@ -227,7 +249,8 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
         .as_ref()
         .map(render::checked_canonical)
         .transpose()?;
-    let desired_hmac = desired_text.as_ref().map(|t| ctx.hmac.digest(t.as_bytes()));
+    let hmac = ctx.hmac.for_object(&ns, &name);
+    let desired_hmac = desired_text.as_ref().map(|t| hmac.digest(t.as_bytes()));
 
     // With a source (and Overwrite) the mirrored data will be the desired data, known before any
     // write: a target it cannot render (template naming a missing key, undecodable Base64) is
@@ -235,7 +258,7 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
     if let Some(desired) = &desired
         && spec.update_policy.unwrap_or_default() == UpdatePolicy::Overwrite
     {
-        render::render_target(desired, &target)?;
+        render::render_target_off_runtime(desired, &target).await?;
     }
     let creation = target.creation_policy.unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
@@ -254,6 +277,21 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
             return Err(Error::TargetConflict { name: target_name });
         }
         (None, CreationPolicy::Merge) => return Err(Error::TargetNotFound { name: target_name }),
+        (Some(s), CreationPolicy::Merge) => {
+            let credential = is_credential_secret(ctx, &ns, &target_name);
+            if let Some(why) = consent::refuse_merge(
+                &name,
+                &ns,
+                &ctx.config.operator_namespace,
+                credential,
+                s.metadata.annotations.as_ref(),
+            ) {
+                return Err(Error::TargetNotConsented {
+                    name: target_name,
+                    why,
+                });
+            }
+        }
         _ => {}
     }
 
@@ -266,17 +304,25 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
     // A never-synced object with a source most likely has no remote secret yet: try the create
     // first (one call instead of a 404 GET plus a create). An existing secret refuses it (409,
     // or 400 on servers that say so) and the usual read follows.
-    let settings = plan::create_settings(spec.remote.as_ref());
+    // an object with a source writes its path, and owns it: the owner record goes with the
+    // create, and every later write first checks that the record names this object
+    let me = plan::owner_record(&ctx.config.cluster_id, &ns, &name);
+    let writes_key = format!("{ns}/{name}");
+    let settings = plan::create_settings(spec.remote.as_ref(), &me);
     let mut created = None;
     if let Some(desired) = &desired
         && spec.version.is_none()
         && prev.and_then(|p| p.current_version).is_none()
     {
+        ctx.breaker.check(&writes_key, path)?;
         match client
-            .create_secret(path, &SecretData(desired.clone()), settings.as_ref())
+            .create_secret(path, &SecretData(desired.clone()), Some(&settings))
             .await
         {
-            Ok(meta) => created = Some(meta),
+            Ok(meta) => {
+                ctx.breaker.record(&writes_key);
+                created = Some(meta)
+            }
             Err(e) if matches!(e.status(), Some(400 | 409)) => {}
             Err(e) => return Err(e.into()),
         }
@@ -304,10 +350,20 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
             };
             let meta = match created {
                 Some(meta) => meta,
-                None => client
-                    .create_secret(path, &SecretData(desired.clone()), settings.as_ref())
-                    .await
-                    .map_err(conflict_as_retry(path))?,
+                None => {
+                    ctx.breaker.check(&writes_key, path)?;
+                    let meta = client
+                        .create_secret(path, &SecretData(desired.clone()), Some(&settings))
+                        .await
+                        .map_err(|e| match e.is_conflict() || e.status() == Some(409) {
+                            true => Error::CreatedMeanwhile {
+                                path: path.to_string(),
+                            },
+                            false => e.into(),
+                        })?;
+                    ctx.breaker.record(&writes_key);
+                    meta
+                }
             };
             let v = meta.current_version.unwrap_or(1);
             ctx.metrics.versions_written.inc();
@@ -321,9 +377,15 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
         }
     };
 
-    // settings drift: metadata-only update, no new version
+    // One writer per path: a path owned by another object (or cluster) is not touched. A
+    // mirror-only object never writes, so it needs no ownership and corrects no settings.
+    if desired.is_some() {
+        plan::check_owner(&metadata, &me, path)?;
+    }
+    // settings drift (and adopting an unclaimed path): metadata-only update, no new version
     if written.is_none()
-        && let Some(update) = plan::settings_drift(spec.remote.as_ref(), &metadata)
+        && desired.is_some()
+        && let Some(update) = plan::settings_drift(spec.remote.as_ref(), &metadata, Some(&me))
     {
         client
             .update_secret(path, Some(current), Some(&update), None)
@@ -350,6 +412,7 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
                 }
                 break;
             }
+            ctx.breaker.check(&writes_key, path)?;
             match client
                 .update_secret(
                     path,
@@ -360,6 +423,7 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
                 .await
             {
                 Ok(meta) => {
+                    ctx.breaker.record(&writes_key);
                     let v = meta.current_version.unwrap_or(current + 1);
                     ctx.metrics.versions_written.inc();
                     written = Some(v);
@@ -375,6 +439,7 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
                 Err(e) if e.is_conflict() && attempts < CAS_ATTEMPTS => {
                     // someone wrote between our read and our write: re-plan from the new state
                     let fresh = client.get_secret(path, None, false).await?;
+                    plan::check_owner(&fresh.metadata, &me, path)?;
                     current = fresh.metadata.current_version.unwrap_or(current);
                     current_state = fresh.version.as_ref().map(|v| (v.id, v.state));
                 }
@@ -407,9 +472,7 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
     };
 
     // mirror, unless the target already holds exactly that version's rendering
-    let target_hmac = existing
-        .as_ref()
-        .map(|s| ctx.hmac.digest_map(&secret_bytes(s)));
+    let target_hmac = existing.as_ref().map(|s| hmac.digest_map(&secret_bytes(s)));
     let up_to_date = prev.is_some_and(|p| {
         p.synced_version == Some(mirror) && p.data_hmac.is_some() && p.data_hmac == target_hmac
     }) && existing
@@ -433,7 +496,7 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
                 }
             }
         };
-        let rendered = render::render_target(&data, &target)?;
+        let rendered = render::render_target_off_runtime(&data, &target).await?;
         let write = ctx.begin_target_write(&ns, &target_name);
         let applied = apply_target(
             obj,
@@ -447,13 +510,13 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
         .await?;
         recheck = write.finish(applied.resource_version().as_deref());
         let after = secret_bytes(&applied);
-        let new_hmac = ctx.hmac.digest_map(&after);
+        let new_hmac = hmac.digest_map(&after);
         let before = existing.as_ref().map(secret_bytes);
         // what consumers saw before: the target itself, else (target deleted) the digest in
         // status when it was made with the current key (a new key is not a data change)
         let content_changed = match (&before, data_hmac.as_deref()) {
             (Some(before), _) => *before != after,
-            (None, Some(old)) if ctx.hmac.made_with_this_key(old) => old != new_hmac,
+            (None, Some(old)) if hmac.made_with_this_key(old) => old != new_hmac,
             (None, _) => false,
         };
         let first_sync = data_hmac.is_none();
@@ -564,8 +627,10 @@ fn conn_namespace(kind: ConnectionKind, ns: &str) -> String {
 
 /// Desired data of a source, as a JSON object.
 async fn desired_data(ctx: &Context, ns: &str, source: &Source) -> Result<Map<String, Value>> {
-    if let Some(inline) = &source.inline {
-        return Ok(inline.clone());
+    match &source.inline {
+        Some(InlineData::Object(map)) => return Ok(map.clone()),
+        Some(InlineData::Invalid(why)) => return Err(Error::InvalidSpec(why.clone())),
+        None => {}
     }
     let Some(r) = &source.secret_ref else {
         return Err(Error::InvalidSpec(
@@ -596,6 +661,31 @@ fn secret_bytes(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
         .flatten()
         .map(|(k, v)| (k.clone(), v.0.clone()))
         .collect()
+}
+
+/// Whether some connection reads credentials (or its CA) from this Secret. Unknown until the
+/// connection watches have started: then every Secret counts as one.
+fn is_credential_secret(ctx: &Context, ns: &str, name: &str) -> bool {
+    let stores = ctx.connection_stores.read();
+    let Some(stores) = stores.as_ref() else {
+        return true;
+    };
+    let namespaced = stores.namespaced.state().into_iter().any(|c| {
+        c.metadata.namespace.as_deref() == Some(ns)
+            && c.spec
+                .connection
+                .secret_refs()
+                .iter()
+                .any(|(_, n)| *n == name)
+    });
+    namespaced
+        || stores.cluster.state().into_iter().any(|c| {
+            c.spec
+                .connection
+                .secret_refs()
+                .iter()
+                .any(|(n_ns, n)| *n_ns == Some(ns) && *n == name)
+        })
 }
 
 fn is_ours(secret: &Secret, owner_name: &str) -> bool {
@@ -645,8 +735,29 @@ async fn apply_target(
         .map_err(|e| Error::Internal(format!("encode Secret: {e}")))?;
     value["apiVersion"] = json!("v1");
     value["kind"] = json!("Secret");
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    Ok(api.patch(name, &params, &Patch::Apply(&value)).await?)
+    // each object its own field manager: server-side apply then removes only the keys this
+    // object stopped writing, never another Merge object's
+    let params = PatchParams::apply(&consent::field_manager(&obj.name_any())).force();
+    let applied = api.patch(name, &params, &Patch::Apply(&value)).await?;
+    release_shared_manager(api, name, &applied).await?;
+    Ok(applied)
+}
+
+/// Targets written before each object had its own field manager are also owned by the shared
+/// one: an empty apply under that name gives up its fields (those this object just applied
+/// stay, owned by the object's manager), so keys the object stops writing are removed again.
+async fn release_shared_manager(api: &Api<Secret>, name: &str, applied: &Secret) -> Result<()> {
+    let shared = applied.metadata.managed_fields.iter().flatten().any(|m| {
+        m.manager.as_deref() == Some(consent::SHARED_FIELD_MANAGER)
+            && m.operation.as_deref() == Some("Apply")
+            && m.subresource.is_none()
+    });
+    if shared {
+        let empty = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}});
+        let params = PatchParams::apply(consent::SHARED_FIELD_MANAGER).force();
+        api.patch(name, &params, &Patch::Apply(&empty)).await?;
+    }
+    Ok(())
 }
 
 /// Adds the finalizer when remote deletion is wanted, removes it when it no longer is.
@@ -682,32 +793,35 @@ async fn patch_finalizers(obj: &OkmsSecret, ctx: &Context, finalizers: Vec<Strin
     Ok(())
 }
 
-/// Deletion: with `deletionPolicy: Delete`, delete the remote secret (404 = done), then let go.
+/// Deletion: with `deletionPolicy: Delete`, delete the remote secret if this object owns it
+/// (404 = done), then let go. A cleanup that keeps failing is given up after
+/// `Config::cleanup_grace` (the remote secret is retained and a Warning says so), so a namespace
+/// deletion always finishes.
 async fn cleanup(obj: &OkmsSecret, ctx: &Context) -> Result<()> {
     if !obj.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(());
     }
+    // an object that never bound its path (refused, invalid) never wrote anything: let go at once
     if obj.spec.deletion_policy.unwrap_or_default() == DeletionPolicy::Delete
         && obj.status.as_ref().and_then(|s| s.path.as_deref()) == Some(obj.spec.path.as_str())
     {
-        let ns = obj.namespace().unwrap_or_default();
-        let kind = obj.spec.connection_ref.kind.unwrap_or_default();
-        let conn = connection::fetch(ctx, kind, &ns, &obj.spec.connection_ref.name).await?;
-        conn.check_allowed(ctx, &ns, &obj.spec.path).await?;
-        let client: OkmsClient = connection::client_for(ctx, &conn).await?.client;
-        match client.delete_secret(&obj.spec.path).await {
-            Ok(()) => {
+        match delete_remote(obj, ctx).await {
+            Ok(()) => {}
+            Err(err) if cleanup_overdue(obj, ctx.config.cleanup_grace) => {
                 publish(
                     ctx,
                     obj,
-                    EventType::Normal,
-                    "Deleted",
-                    format!("deleted OKMS secret {:?}", obj.spec.path),
+                    EventType::Warning,
+                    "CleanupAbandoned",
+                    format!(
+                        "gave up deleting OKMS secret {:?} after {}: {err}; it is retained",
+                        obj.spec.path,
+                        crate::duration::display(ctx.config.cleanup_grace)
+                    ),
                 )
                 .await;
             }
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e.into()),
+            Err(err) => return Err(err),
         }
     }
     let finalizers = obj
@@ -719,26 +833,90 @@ async fn cleanup(obj: &OkmsSecret, ctx: &Context) -> Result<()> {
     patch_finalizers(obj, ctx, finalizers).await
 }
 
-/// Patches a restart annotation onto each rollout target; a missing workload is a warning only.
-/// A JSON merge patch of one namespaced object.
-async fn merge_patch<K>(
+/// Deletes the remote secret when its owner record names this object; leaves anyone else's.
+async fn delete_remote(obj: &OkmsSecret, ctx: &Context) -> Result<()> {
+    let ns = obj.namespace().unwrap_or_default();
+    let path = obj.spec.path.as_str();
+    let kind = obj.spec.connection_ref.kind.unwrap_or_default();
+    let conn = connection::fetch(ctx, kind, &ns, &obj.spec.connection_ref.name).await?;
+    conn.check_allowed(ctx, &ns, path).await?;
+    let client: OkmsClient = connection::client_for(ctx, &conn).await?.client;
+    let remote = match client.get_secret(path, None, false).await {
+        Ok(remote) => remote,
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let me = plan::owner_record(&ctx.config.cluster_id, &ns, &obj.name_any());
+    if plan::ownership(&remote.metadata, &me) != plan::Ownership::Ours {
+        publish(
+            ctx,
+            obj,
+            EventType::Warning,
+            "DeleteSkipped",
+            format!(
+                "kept OKMS secret {path:?}: its owner record does not name this OkmsSecret, so this object did not create or adopt it"
+            ),
+        )
+        .await;
+        return Ok(());
+    }
+    match client.delete_secret(path).await {
+        Ok(()) => {
+            publish(
+                ctx,
+                obj,
+                EventType::Normal,
+                "Deleted",
+                format!("deleted OKMS secret {path:?}"),
+            )
+            .await;
+            Ok(())
+        }
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether the object has waited for its cleanup longer than `grace`.
+fn cleanup_overdue(obj: &OkmsSecret, grace: std::time::Duration) -> bool {
+    let Some(since) = obj.meta().deletion_timestamp.as_ref() else {
+        return false;
+    };
+    let waited = Utc::now().timestamp() - since.0.as_second();
+    u64::try_from(waited).is_ok_and(|w| w >= grace.as_secs())
+}
+
+/// Restarts one workload that opted in (its `okms.dev/allow-restart-from` annotation names this
+/// OkmsSecret) with a JSON merge patch of its pod template; `Ok(false)` when it did not opt in.
+async fn restart_one<K>(
     ctx: &Context,
     ns: &str,
     name: &str,
+    okms_secret: &str,
     patch: &Value,
-) -> Result<(), kube::Error>
+) -> Result<bool, kube::Error>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
         + serde::de::DeserializeOwned
         + std::fmt::Debug,
 {
-    Api::<K>::namespaced(ctx.client.clone(), ns)
-        .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+    let api = Api::<K>::namespaced(ctx.client.clone(), ns);
+    let meta = api.get_metadata(name).await?;
+    if !consent::names(
+        meta.metadata.annotations.as_ref(),
+        consent::ALLOW_RESTART_FROM,
+        okms_secret,
+    ) {
+        return Ok(false);
+    }
+    api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
         .await
-        .map(|_| ())
+        .map(|_| true)
 }
 
+/// Patches a restart annotation onto each rollout target that opted in; a missing workload or
+/// one that did not opt in is a Warning only.
 async fn restart_workloads(
     obj: &OkmsSecret,
     ctx: &Context,
@@ -748,19 +926,41 @@ async fn restart_workloads(
     let Some(targets) = &obj.spec.rollout_restart_targets else {
         return;
     };
+    let me = obj.name_any();
     let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let patch = json!({ "spec": { "template": { "metadata": { "annotations": { ANNOTATION_RESTARTED_AT: now } } } } });
     for t in targets {
         let result = match t.kind {
-            WorkloadKind::Deployment => merge_patch::<Deployment>(ctx, ns, &t.name, &patch).await,
-            WorkloadKind::StatefulSet => merge_patch::<StatefulSet>(ctx, ns, &t.name, &patch).await,
-            WorkloadKind::DaemonSet => merge_patch::<DaemonSet>(ctx, ns, &t.name, &patch).await,
+            WorkloadKind::Deployment => {
+                restart_one::<Deployment>(ctx, ns, &t.name, &me, &patch).await
+            }
+            WorkloadKind::StatefulSet => {
+                restart_one::<StatefulSet>(ctx, ns, &t.name, &me, &patch).await
+            }
+            WorkloadKind::DaemonSet => {
+                restart_one::<DaemonSet>(ctx, ns, &t.name, &me, &patch).await
+            }
         };
         match result {
-            Ok(()) => events.push((
+            Ok(true) => events.push((
                 "RolloutRestarted",
                 format!("restarted {:?} {}", t.kind, t.name),
             )),
+            Ok(false) => {
+                publish(
+                    ctx,
+                    obj,
+                    EventType::Warning,
+                    "RolloutRestartRefused",
+                    format!(
+                        "did not restart {:?} {}: it has not opted in (annotate it with {}: {me})",
+                        t.kind,
+                        t.name,
+                        consent::ALLOW_RESTART_FROM
+                    ),
+                )
+                .await
+            }
             Err(e) => {
                 publish(
                     ctx,

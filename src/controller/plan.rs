@@ -3,12 +3,16 @@
 
 use std::time::Duration;
 
-use crate::crd::{OkmsSecretSpec, OkmsSecretStatus, RemoteSettings};
+use crate::crd::{DeletionPolicy, OkmsSecretSpec, OkmsSecretStatus, RemoteSettings};
+use crate::duration::{self, RefreshInterval};
 use crate::error::Error;
 use crate::okms::{MetadataSpec, SecretMetadata, SecretVersion, VersionState};
 
 /// Longest OKMS path.
 pub const MAX_PATH_LEN: usize = 255;
+
+/// `spec.remote.customMetadata` entries: OKMS's 64 less the owner record.
+pub const MAX_CUSTOM_METADATA: usize = 63;
 
 /// Checks what the schema checks too (objects may predate the schema, or come from a server
 /// that skips validation) and what only code can check.
@@ -22,12 +26,20 @@ pub fn validate(spec: &OkmsSecretSpec, status: Option<&OkmsSecretStatus>) -> Res
             requested: spec.path.clone(),
         });
     }
+    if spec.deletion_policy.unwrap_or_default() == DeletionPolicy::Delete && spec.source.is_none() {
+        return Err(Error::InvalidSpec(
+            "deletionPolicy Delete needs a source: a mirror-only object never deletes what it did not write".into(),
+        ));
+    }
     if spec.version.is_some() && spec.source.is_some() {
         return Err(Error::InvalidSpec(
             "spec.version pins a mirrored version and cannot be combined with spec.source".into(),
         ));
     }
     if let Some(source) = &spec.source {
+        if let Some(crate::crd::InlineData::Invalid(why)) = &source.inline {
+            return Err(Error::InvalidSpec(why.clone()));
+        }
         match (&source.secret_ref, &source.inline) {
             (Some(_), None) | (None, Some(_)) => {}
             _ => {
@@ -45,7 +57,8 @@ pub fn validate(spec: &OkmsSecretSpec, status: Option<&OkmsSecretStatus>) -> Res
         )));
     }
     if let Some(interval) = &spec.refresh_interval {
-        parse_duration(interval)
+        interval
+            .get()
             .map_err(|e| Error::InvalidSpec(format!("spec.refreshInterval: {e}")))?;
     }
     if let Some(remote) = &spec.remote {
@@ -53,6 +66,19 @@ pub fn validate(spec: &OkmsSecretSpec, status: Option<&OkmsSecretStatus>) -> Res
     }
     if let Some(target) = &spec.target {
         crate::render::check_templates(target)?;
+    }
+    Ok(())
+}
+
+/// The target cannot be the object's own source Secret: every write of the target would change
+/// the source and write another version (once 1 062 versions in 30 s).
+pub fn validate_target(spec: &OkmsSecretSpec, target_name: &str) -> Result<(), Error> {
+    if let Some(source) = spec.source.as_ref().and_then(|s| s.secret_ref.as_ref())
+        && source.name == target_name
+    {
+        return Err(Error::InvalidSpec(format!(
+            "the target Secret {target_name:?} is also the source (spec.source.secretRef.name): use another target name"
+        )));
     }
     Ok(())
 }
@@ -77,6 +103,13 @@ pub fn validate_path(path: &str) -> Result<(), Error> {
     if path.starts_with('/') || path.ends_with('/') || path.contains("//") {
         return bad("must not start or end with '/' nor contain '//'");
     }
+    // `team-a/../team-b/x` would pass a `team-a/` prefix check
+    if path
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+    {
+        return bad("must not contain a '.' or '..' segment");
+    }
     Ok(())
 }
 
@@ -89,14 +122,19 @@ fn validate_remote(remote: &RemoteSettings) -> Result<(), Error> {
         )));
     }
     if let Some(d) = &remote.deactivate_version_after {
-        parse_duration(d)
+        d.get()
             .map_err(|e| Error::InvalidSpec(format!("spec.remote.deactivateVersionAfter: {e}")))?;
     }
     if let Some(meta) = &remote.custom_metadata {
-        if meta.len() > 64 {
-            return Err(Error::InvalidSpec(
-                "spec.remote.customMetadata has more than 64 entries".into(),
-            ));
+        if meta.len() > MAX_CUSTOM_METADATA {
+            return Err(Error::InvalidSpec(format!(
+                "spec.remote.customMetadata has more than {MAX_CUSTOM_METADATA} entries (OKMS allows 64, one is the owner record)"
+            )));
+        }
+        if meta.contains_key(OWNER_KEY) {
+            return Err(Error::InvalidSpec(format!(
+                "spec.remote.customMetadata[{OWNER_KEY:?}] is reserved for the operator's owner record"
+            )));
         }
         for (k, v) in meta {
             let ok = !v.is_empty()
@@ -113,58 +151,29 @@ fn validate_remote(remote: &RemoteSettings) -> Result<(), Error> {
     Ok(())
 }
 
-/// Parses an OKMS/Vault duration: `0`, `30s`, `5m`, `1h30m`, `1d`, `250ms`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    if text == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    if rest.is_empty() {
-        return Err("empty duration".into());
-    }
-    while !rest.is_empty() {
-        let digits = rest.chars().take_while(|c| c.is_ascii_digit()).count();
-        if digits == 0 {
-            return Err(format!(
-                "{text:?} is not a duration like 30s, 5m, 1h30m or 1d"
-            ));
-        }
-        let n: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("{text:?}: number too large"))?;
-        rest = &rest[digits..];
-        let unit_len = rest.chars().take_while(|c| c.is_ascii_alphabetic()).count();
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let secs = match unit {
-            "ms" => {
-                total += Duration::from_millis(n);
-                continue;
-            }
-            "s" => n,
-            "m" => n.saturating_mul(60),
-            "h" => n.saturating_mul(3600),
-            "d" => n.saturating_mul(86400),
-            _ => {
-                return Err(format!(
-                    "{text:?}: unknown unit {unit:?} (use ms, s, m, h, d)"
-                ));
-            }
-        };
-        total = total.saturating_add(Duration::from_secs(secs));
-    }
-    Ok(total)
-}
-
 /// The metadata-only update that brings remote settings to the spec, if any differ. Only fields
 /// set in the spec are managed; the others are left to whoever set them.
 pub fn settings_drift(
     desired: Option<&RemoteSettings>,
     actual: &SecretMetadata,
+    owner: Option<&str>,
 ) -> Option<MetadataSpec> {
-    let desired = desired?;
     let mut update = MetadataSpec::default();
+    // the owner record is kept beside whatever custom metadata is managed (the spec's, else the
+    // entries already there), so claiming a path never drops anyone's entries
+    if let Some(owner) = owner {
+        let mut meta = match desired.and_then(|d| d.custom_metadata.as_ref()) {
+            Some(wanted) => wanted.clone(),
+            None => actual.custom_metadata.clone().unwrap_or_default(),
+        };
+        meta.insert(OWNER_KEY.to_string(), owner.to_string());
+        if actual.custom_metadata.as_ref() != Some(&meta) {
+            update.custom_metadata = Some(meta);
+        }
+    }
+    let Some(desired) = desired else {
+        return (!update.is_empty()).then_some(update);
+    };
     if let Some(m) = desired.max_versions
         && actual.max_versions != Some(m)
     {
@@ -176,16 +185,17 @@ pub fn settings_drift(
         update.cas_required = Some(c);
     }
     if let Some(d) = &desired.deactivate_version_after {
-        let same = match (&actual.deactivate_version_after, parse_duration(d)) {
-            (Some(a), Ok(want)) => a == d || parse_duration(a).ok() == Some(want),
+        let same = match (&actual.deactivate_version_after, d.get()) {
+            (Some(a), Ok(want)) => a == d.as_str() || duration::parse(a, false).ok() == Some(want),
             (None, Ok(want)) => want.is_zero(),
             _ => false,
         };
         if !same {
-            update.deactivate_version_after = Some(d.clone());
+            update.deactivate_version_after = Some(d.to_string());
         }
     }
-    if let Some(meta) = &desired.custom_metadata
+    if owner.is_none()
+        && let Some(meta) = &desired.custom_metadata
         && actual.custom_metadata.clone().unwrap_or_default() != *meta
     {
         update.custom_metadata = Some(meta.clone());
@@ -193,16 +203,59 @@ pub fn settings_drift(
     (!update.is_empty()).then_some(update)
 }
 
-/// The settings sent with a create.
-pub fn create_settings(desired: Option<&RemoteSettings>) -> Option<MetadataSpec> {
-    let d = desired?;
-    let spec = MetadataSpec {
+/// The reserved `customMetadata` entry naming the one object that writes a remote path.
+pub const OWNER_KEY: &str = "okms-operator-owner";
+
+/// The owner record of an object: `<cluster id>/<namespace>/<name>` (OKMS's value charset; the
+/// cluster id is the `kube-system` namespace's UID unless `--cluster-id` says otherwise).
+pub fn owner_record(cluster: &str, namespace: &str, name: &str) -> String {
+    format!("{cluster}/{namespace}/{name}")
+}
+
+/// Who writes a remote path, by its owner record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ownership {
+    /// The record names this object.
+    Ours,
+    /// No record (created outside the operator, or before owner records): may be adopted.
+    Unclaimed,
+    /// Another object, in this cluster or another.
+    Other,
+}
+
+pub fn ownership(actual: &SecretMetadata, me: &str) -> Ownership {
+    match actual
+        .custom_metadata
+        .as_ref()
+        .and_then(|m| m.get(OWNER_KEY))
+    {
+        None => Ownership::Unclaimed,
+        Some(owner) if owner == me => Ownership::Ours,
+        Some(_) => Ownership::Other,
+    }
+}
+
+/// A writer may write a path it owns or that nobody owns (adopting it records its owner).
+pub fn check_owner(actual: &SecretMetadata, me: &str, path: &str) -> Result<(), Error> {
+    match ownership(actual, me) {
+        Ownership::Other => Err(Error::PathConflict {
+            path: path.to_string(),
+        }),
+        Ownership::Ours | Ownership::Unclaimed => Ok(()),
+    }
+}
+
+/// The settings sent with a create, with the creator's owner record.
+pub fn create_settings(desired: Option<&RemoteSettings>, owner: &str) -> MetadataSpec {
+    let d = desired.cloned().unwrap_or_default();
+    let mut custom_metadata = d.custom_metadata.clone().unwrap_or_default();
+    custom_metadata.insert(OWNER_KEY.to_string(), owner.to_string());
+    MetadataSpec {
         cas_required: d.cas_required,
-        custom_metadata: d.custom_metadata.clone(),
-        deactivate_version_after: d.deactivate_version_after.clone(),
+        custom_metadata: Some(custom_metadata),
+        deactivate_version_after: d.deactivate_version_after.as_ref().map(|d| d.to_string()),
         max_versions: d.max_versions,
-    };
-    (!spec.is_empty()).then_some(spec)
+    }
 }
 
 /// Whether the remote current version's data must be read to know if a push is needed. Not when
@@ -254,7 +307,11 @@ pub fn jittered(interval: Duration, unit: f64) -> Option<Duration> {
         return None;
     }
     let factor = 0.9 + 0.2 * unit.clamp(0.0, 1.0);
-    Some(interval.mul_f64(factor))
+    // saturating: no interval, however long, can panic here
+    Some(
+        Duration::try_from_secs_f64(interval.as_secs_f64() * factor)
+            .unwrap_or(RefreshInterval::MAX),
+    )
 }
 
 /// Whether `path` is inside one of the allowed prefixes (`None` = any path). A prefix matches
@@ -294,16 +351,44 @@ mod tests {
 
     #[test]
     fn path_rules() {
-        for ok in ["a", "team-a/db", "x:y=z@w.v_u-1"] {
+        let pattern = regex::Regex::new(crate::crd::schema::PATH_PATTERN).unwrap();
+        for ok in [
+            "a",
+            "team-a/db",
+            "x:y=z@w.v_u-1",
+            ".a",
+            "...",
+            "a/..b",
+            "a./b",
+            "a/.x",
+        ] {
             assert!(validate_path(ok).is_ok(), "{ok}");
+            assert!(pattern.is_match(ok), "schema refuses {ok}");
         }
         let long = "a".repeat(256);
-        for bad in ["", "/a", "a/", "a//b", "a b", "a+b", "é", long.as_str()] {
+        for bad in [
+            "",
+            "/a",
+            "a/",
+            "a//b",
+            "a b",
+            "a+b",
+            "é",
+            long.as_str(),
+            ".",
+            "..",
+            "team-a/../team-b/x",
+            "team-a/./x",
+            "a/..",
+        ] {
             assert_eq!(
                 validate_path(bad).unwrap_err().reason(),
                 "InvalidSpec",
                 "{bad}"
             );
+            if bad.len() <= MAX_PATH_LEN {
+                assert!(!pattern.is_match(bad), "schema accepts {bad}");
+            }
         }
     }
 
@@ -343,14 +428,26 @@ mod tests {
     }
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86400));
-        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        for bad in ["", "1", "h", "1y", "-1s", "1.5h"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
+    fn durations_are_bounded_and_requeues_never_overflow() {
+        let mut s = spec("p");
+        s.refresh_interval = Some("99999999999999999d".into());
+        assert_eq!(validate(&s, None).unwrap_err().reason(), "InvalidSpec");
+        s.refresh_interval = Some("366d".into());
+        assert_eq!(validate(&s, None).unwrap_err().reason(), "InvalidSpec");
+        s.refresh_interval = Some("365d".into());
+        assert!(validate(&s, None).is_ok());
+        s.remote = Some(RemoteSettings {
+            deactivate_version_after: Some("250ms".into()),
+            ..Default::default()
+        });
+        assert_eq!(validate(&s, None).unwrap_err().reason(), "InvalidSpec");
+        for unit in [0.0, 0.5, 1.0, f64::MAX, f64::NAN] {
+            // once a panic (`Duration::mul_f64` overflow) that took the whole operator down
+            assert!(jittered(Duration::MAX, unit).is_some());
+            let year = jittered(RefreshInterval::MAX, unit).unwrap();
+            assert!(year >= RefreshInterval::MAX.mul_f64(0.9) || unit.is_nan());
         }
+        assert_eq!(jittered(Duration::ZERO, 0.5), None);
     }
 
     #[test]
@@ -367,16 +464,16 @@ mod tests {
             cas_required: Some(true),
             ..Default::default()
         };
-        assert_eq!(settings_drift(Some(&desired), &actual), None);
+        assert_eq!(settings_drift(Some(&desired), &actual, None), None);
         let actual = SecretMetadata {
             max_versions: Some(10),
             ..Default::default()
         };
-        let update = settings_drift(Some(&desired), &actual).unwrap();
+        let update = settings_drift(Some(&desired), &actual, None).unwrap();
         assert_eq!(update.max_versions, Some(5));
         assert_eq!(update.deactivate_version_after.as_deref(), Some("1d"));
         assert_eq!(update.cas_required, None);
-        assert_eq!(settings_drift(None, &actual), None);
+        assert_eq!(settings_drift(None, &actual, None), None);
     }
 
     #[test]
@@ -463,5 +560,59 @@ mod tests {
         assert!(!path_allowed("team-b/db", Some(&allowed)));
         assert!(path_allowed("anything", None));
         assert!(!path_allowed("x", Some(&[])));
+    }
+
+    #[test]
+    fn owner_records_decide_who_writes_a_path() {
+        let me = owner_record("cluster-1", "team-a", "db");
+        let meta = |owner: Option<&str>| SecretMetadata {
+            custom_metadata: owner.map(|o| {
+                std::collections::BTreeMap::from([
+                    ("team".to_string(), "a".to_string()),
+                    (OWNER_KEY.to_string(), o.to_string()),
+                ])
+            }),
+            ..Default::default()
+        };
+        assert_eq!(ownership(&meta(Some(&me)), &me), Ownership::Ours);
+        assert_eq!(ownership(&meta(None), &me), Ownership::Unclaimed);
+        let other_cluster = owner_record("cluster-2", "team-a", "db");
+        assert_eq!(
+            ownership(&meta(Some(&other_cluster)), &me),
+            Ownership::Other
+        );
+        let err = check_owner(&meta(Some(&other_cluster)), &me, "p").unwrap_err();
+        assert_eq!(err.reason(), "PathConflict");
+        assert!(err.is_stalled());
+        assert!(!err.to_string().contains("cluster-2"), "{err}");
+
+        // adopting records the owner and keeps the entries already there
+        let mut unclaimed = meta(None);
+        unclaimed.custom_metadata = Some(std::collections::BTreeMap::from([(
+            "tf".to_string(),
+            "1".to_string(),
+        )]));
+        let claim = settings_drift(None, &unclaimed, Some(&me)).unwrap();
+        let written = claim.custom_metadata.unwrap();
+        assert_eq!(written.get(OWNER_KEY), Some(&me));
+        assert_eq!(written.get("tf").map(String::as_str), Some("1"));
+        // once recorded, nothing more to write
+        let claimed = SecretMetadata {
+            custom_metadata: Some(written),
+            ..Default::default()
+        };
+        assert_eq!(settings_drift(None, &claimed, Some(&me)), None);
+        // a create carries the record; the spec cannot spoof it
+        let created = create_settings(None, &me);
+        assert_eq!(created.custom_metadata.unwrap().get(OWNER_KEY), Some(&me));
+        let mut s = spec("p");
+        s.remote = Some(RemoteSettings {
+            custom_metadata: Some(std::collections::BTreeMap::from([(
+                OWNER_KEY.to_string(),
+                other_cluster.clone(),
+            )])),
+            ..Default::default()
+        });
+        assert_eq!(validate(&s, None).unwrap_err().reason(), "InvalidSpec");
     }
 }

@@ -7,18 +7,20 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, watcher};
-use kube::runtime::{WatchStreamExt, predicates};
 use kube::{Resource, ResourceExt};
 use tracing::{debug, warn};
 
-use crate::controller::connection::{connection_error_policy, reconcile_connection};
+use crate::controller::connection::{
+    ConnectionObject, connection_error_policy, credential_secrets, reconcile_connection,
+};
 use crate::controller::context::{ConnectionStores, Context, FIELD_MANAGER};
 use crate::controller::lean::{self, Lean, MetaOnly};
 use crate::controller::okms_secret::{self, LABEL_MANAGED_BY, LABEL_SECRET, TARGET};
-use crate::crd::{ClusterOkmsConnection, OkmsConnection, OkmsSecret};
+use crate::crd::{ClusterOkmsConnection, ConnectionKind, OkmsConnection, OkmsSecret};
 use crate::http::Health;
 
 /// Flips to `true` when the operator must stop; in-flight reconciles finish first.
@@ -49,6 +51,59 @@ fn trigger_hash(o: &OkmsSecret) -> Option<u64> {
     o.metadata.labels.hash(&mut h);
     o.metadata.annotations.hash(&mut h);
     Some(h.finish())
+}
+
+/// What in a connection calls for a probe: its spec (generation; the spec itself where a server
+/// sets no generation) only. Its status is ours: a probe's status write must never trigger the
+/// next probe.
+fn connection_probe_trigger<K: Resource + ConnectionObject>(c: &K) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    match c.meta().generation {
+        Some(g) => g.hash(&mut h),
+        None => serde_json::to_string(c.connection_spec())
+            .unwrap_or_default()
+            .hash(&mut h),
+    }
+    Some(h.finish())
+}
+
+/// What in a connection concerns the OkmsSecrets using it: its spec, and whether it is Ready
+/// (so the OkmsSecrets waiting for it retry at once when it becomes Ready, not after their
+/// backoff). A status write that changes neither is ignored.
+fn connection_use_trigger<K: Resource + ConnectionObject>(c: &K) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    c.meta().generation.hash(&mut h);
+    c.connection_status()
+        .and_then(|s| crate::status::get(&s.conditions, crate::status::READY))
+        .map(|r| r.status == "True")
+        .hash(&mut h);
+    Some(h.finish())
+}
+
+/// Keeps the index of the Secrets each connection reads up to date from the connection watch.
+fn index_connection<K: Resource + ConnectionObject>(
+    ctx: &Context,
+    event: &Result<watcher::Event<K>, watcher::Error>,
+) {
+    let kind = K::connection_kind();
+    let key = |c: &K| {
+        let ns = match kind {
+            ConnectionKind::OkmsConnection => c.namespace().unwrap_or_default(),
+            ConnectionKind::ClusterOkmsConnection => String::new(),
+        };
+        (kind, ns, c.name_any())
+    };
+    match event {
+        Ok(watcher::Event::Apply(c) | watcher::Event::InitApply(c)) => {
+            let key = key(c);
+            let secrets = credential_secrets(kind, &key.1, c.connection_spec());
+            ctx.connections.index_credentials(key, Some(secrets));
+        }
+        Ok(watcher::Event::Delete(c)) => ctx.connections.index_credentials(key(c), None),
+        _ => {}
+    }
 }
 
 /// What the OkmsSecret cache keeps of an object: everything but kubectl's last-applied copy of
@@ -169,6 +224,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
     // is acted on at once; and any Secret event triggers the OkmsSecrets that read it (reverse
     // index), our own applies included, so chained sources follow. One watch, not one per
     // purpose: each Secret event is serialised by the API server and decoded here once.
+    // credential Secrets: an event of a Secret a connection reads re-probes that connection at
+    // once (a Secret created after its connection is noticed within a second)
+    let (conn_tx, conn_rx) = futures::channel::mpsc::unbounded::<ObjectRef<OkmsConnection>>();
+    let (cluster_tx, cluster_rx) =
+        futures::channel::mpsc::unbounded::<ObjectRef<ClusterOkmsConnection>>();
     let on_secret = ctx.clone();
     let cache = reader.clone();
     let secrets = watcher(
@@ -181,6 +241,26 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
         let refs = match event {
             Ok(event) => {
                 on_secret.secret_names.observe(&event);
+                if let watcher::Event::Apply(s)
+                | watcher::Event::InitApply(s)
+                | watcher::Event::Delete(s) = &event
+                {
+                    let ns = s.namespace().unwrap_or_default();
+                    for (kind, cns, cname) in on_secret
+                        .connections
+                        .connections_reading(&ns, &s.name_any())
+                    {
+                        // a closed channel means the controller is stopping: nothing to do
+                        let _ = match kind {
+                            ConnectionKind::OkmsConnection => conn_tx
+                                .unbounded_send(ObjectRef::new(&cname).within(&cns))
+                                .map_err(drop),
+                            ConnectionKind::ClusterOkmsConnection => cluster_tx
+                                .unbounded_send(ObjectRef::new(&cname))
+                                .map_err(drop),
+                        };
+                    }
+                }
                 match event {
                     watcher::Event::Apply(s) | watcher::Event::InitApply(s) => {
                         secret_triggers(&on_secret, &cache, &s, false)
@@ -215,7 +295,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
     .reflect(conn_writer)
     .inspect(readiness.on_first_sync("OkmsConnection"))
     .applied_objects()
-    .predicate_filter(predicates::generation, Default::default());
+    .predicate_filter(connection_use_trigger, Default::default());
     let cluster_connections = watcher(
         Api::<ClusterOkmsConnection>::all(client.clone()),
         watcher::Config::default(),
@@ -225,7 +305,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
     .reflect(cluster_writer)
     .inspect(readiness.on_first_sync("ClusterOkmsConnection"))
     .applied_objects()
-    .predicate_filter(predicates::generation, Default::default());
+    .predicate_filter(connection_use_trigger, Default::default());
 
     let by_connection = ctx.clone();
     let by_cluster_connection = ctx.clone();
@@ -258,30 +338,54 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
             }
         });
 
-    let connection_controller = Controller::new(
+    // the connection controllers: their own watches, filtered so that only a spec change (or,
+    // through `reconcile_on`, a credential Secret's change) triggers a probe
+    let (probe_reader, probe_writer) = reflector::store::<OkmsConnection>();
+    let on_connection = ctx.clone();
+    let probe_triggers = watcher(
         namespaced::<OkmsConnection>(&client, ns),
         watcher::Config::default(),
     )
-    .with_config(concurrency.clone())
-    .graceful_shutdown_on(stopped(shutdown.clone()))
-    .run(
-        reconcile_connection::<OkmsConnection>,
-        connection_error_policy,
-        ctx.clone(),
-    )
-    .for_each(|_| async {});
-    let cluster_connection_controller = Controller::new(
+    .default_backoff()
+    .modify(|c| c.metadata.managed_fields = None)
+    .reflect(probe_writer)
+    .inspect(move |e| index_connection(&on_connection, e))
+    .applied_objects()
+    .predicate_filter(connection_probe_trigger, Default::default());
+    let (cluster_probe_reader, cluster_probe_writer) = reflector::store::<ClusterOkmsConnection>();
+    let on_cluster_connection = ctx.clone();
+    let cluster_probe_triggers = watcher(
         Api::<ClusterOkmsConnection>::all(client.clone()),
         watcher::Config::default(),
     )
-    .with_config(concurrency)
-    .graceful_shutdown_on(stopped(shutdown))
-    .run(
-        reconcile_connection::<ClusterOkmsConnection>,
-        connection_error_policy,
-        ctx.clone(),
-    )
-    .for_each(|_| async {});
+    .default_backoff()
+    .modify(|c| c.metadata.managed_fields = None)
+    .reflect(cluster_probe_writer)
+    .inspect(move |e| index_connection(&on_cluster_connection, e))
+    .applied_objects()
+    .predicate_filter(connection_probe_trigger, Default::default());
+
+    let connection_controller = Controller::for_stream(probe_triggers, probe_reader)
+        .with_config(concurrency.clone())
+        .reconcile_on(conn_rx)
+        .graceful_shutdown_on(stopped(shutdown.clone()))
+        .run(
+            reconcile_connection::<OkmsConnection>,
+            connection_error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| async {});
+    let cluster_connection_controller =
+        Controller::for_stream(cluster_probe_triggers, cluster_probe_reader)
+            .with_config(concurrency)
+            .reconcile_on(cluster_rx)
+            .graceful_shutdown_on(stopped(shutdown))
+            .run(
+                reconcile_connection::<ClusterOkmsConnection>,
+                connection_error_policy,
+                ctx.clone(),
+            )
+            .for_each(|_| async {});
 
     tokio::join!(
         secrets_controller,

@@ -78,10 +78,10 @@ pub struct ConnectionSpec {
     /// A Secret key holding extra PEM root certificates to trust.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret_ref: Option<SecretKeyRef>,
-    /// Per-request timeout (default `30s`).
+    /// Per-request timeout (default `30s`, at most `10m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "schema::duration")]
-    pub timeout: Option<String>,
+    #[schemars(schema_with = "schema::timeout")]
+    pub timeout: Option<crate::duration::Timeout>,
     /// Client-side rate limit shared by every OkmsSecret using this connection (default 100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 10000))]
@@ -90,9 +90,32 @@ pub struct ConnectionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100000))]
     pub burst: Option<u32>,
-    /// Path prefixes (`team-a/`) OkmsSecrets using this connection may touch. Absent: any path.
+    /// Path prefixes (`team-a/`) OkmsSecrets using this connection may touch: whole segments, no
+    /// `.` or `..` segment, not `""` or `/`. Absent: any path; empty: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "allowed_paths")]
     pub allowed_paths: Option<Vec<String>>,
+}
+
+/// One path segment that is not `.` or `..`, in the OKMS path character set.
+const ALLOWED_PATH_SEGMENT: &str = r"([a-zA-Z0-9_:=@-][a-zA-Z0-9_.:=@-]*|\.[a-zA-Z0-9_:=@-][a-zA-Z0-9_.:=@-]*|\.\.[a-zA-Z0-9_.:=@-]+)";
+
+/// `allowedPaths`: each entry a real prefix — segments (no empty, `.` or `..` one), optionally
+/// ending in `/`. `""` and `/` would allow every path. Also checked in code
+/// (`isolation::check_allowed_path_entry`), for objects stored before this schema.
+fn allowed_paths(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let pattern = format!("^{ALLOWED_PATH_SEGMENT}(/{ALLOWED_PATH_SEGMENT})*/?$");
+    schemars::json_schema!({
+        "type": "array",
+        "nullable": true,
+        "maxItems": 100,
+        "items": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 256,
+            "pattern": pattern,
+        }
+    })
 }
 
 /// Exactly one authentication method.
@@ -108,6 +131,30 @@ pub struct ConnectionAuth {
     /// Bearer token (IAM personal access token).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<TokenAuth>,
+}
+
+impl ConnectionSpec {
+    /// Names of the Secrets this connection reads (credentials and CA), with the namespace a
+    /// ClusterOkmsConnection gives them.
+    pub fn secret_refs(&self) -> Vec<(Option<&str>, &str)> {
+        let mut refs = Vec::new();
+        if let Some(m) = &self.auth.mtls {
+            refs.push((
+                m.secret_ref.namespace.as_deref(),
+                m.secret_ref.name.as_str(),
+            ));
+        }
+        if let Some(t) = &self.auth.token {
+            refs.push((
+                t.secret_ref.namespace.as_deref(),
+                t.secret_ref.name.as_str(),
+            ));
+        }
+        if let Some(ca) = &self.ca_secret_ref {
+            refs.push((ca.namespace.as_deref(), ca.name.as_str()));
+        }
+        refs
+    }
 }
 
 /// mTLS credentials.

@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::schema;
+use crate::duration::{RefreshInterval, VersionTtl};
 
 /// Desired state of an OKMS secret and of the Kubernetes Secret that mirrors it.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -28,14 +29,15 @@ use super::schema;
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    { "rule": "!(has(self.version) && has(self.source))", "message": "version pins a mirrored version and cannot be combined with source (mirror-only)" }
+    { "rule": "!(has(self.version) && has(self.source))", "message": "version pins a mirrored version and cannot be combined with source (mirror-only)" },
+    { "rule": "!has(self.deletionPolicy) || self.deletionPolicy != 'Delete' || has(self.source)", "message": "deletionPolicy Delete needs a source: a mirror-only object never deletes what it did not write" }
 ]))]
 pub struct OkmsSecretSpec {
     /// The OkmsConnection (same namespace) or ClusterOkmsConnection used to reach OKMS.
     pub connection_ref: ConnectionRef,
 
     /// OKMS secret path, e.g. `team-a/db`: characters `a-zA-Z0-9_.:/=@-`, at most 255, no leading
-    /// or trailing `/`, no `//`. Immutable.
+    /// or trailing `/`, no `//`, no `.` or `..` segment. Immutable.
     #[schemars(schema_with = "schema::secret_path")]
     pub path: String,
 
@@ -58,18 +60,19 @@ pub struct OkmsSecretSpec {
     #[schemars(range(min = 1, max = 24000))]
     pub version: Option<u32>,
 
-    /// How often OKMS is polled for out-of-band changes (`30s`, `5m`, `1h`, `1d`; `0` = never).
-    /// Default `1h`. Every requeue is jittered by ±10 %.
+    /// How often OKMS is polled for out-of-band changes (`30s`, `5m`, `1h`, `1d`; `0` = never;
+    /// at most `365d`). Default `1h`. Every requeue is jittered by ±10 %.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "schema::duration")]
-    pub refresh_interval: Option<String>,
+    #[schemars(schema_with = "schema::refresh_interval")]
+    pub refresh_interval: Option<RefreshInterval>,
 
     /// The Kubernetes Secret the active version is mirrored into.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<Target>,
 
     /// What happens to the OKMS secret when this object is deleted: `Retain` (default) or
-    /// `Delete`.
+    /// `Delete` (needs a `source`; deletes the remote secret only if its owner record names this
+    /// object).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_policy: Option<DeletionPolicy>,
 
@@ -112,7 +115,104 @@ pub struct Source {
     /// A JSON object written as is (non-sensitive data, or SOPS-encrypted manifests).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::json_object")]
-    pub inline: Option<serde_json::Map<String, serde_json::Value>>,
+    pub inline: Option<InlineData>,
+}
+
+/// Deepest nesting of `source.inline` the operator accepts.
+pub const MAX_INLINE_DEPTH: usize = 64;
+
+/// `source.inline` as decoded: the JSON object, or why it cannot be used. Decoding never fails,
+/// however deep the value: the API server accepts nesting far deeper than a JSON parser's
+/// recursion limit, and one such object would otherwise fail every list and watch of
+/// OkmsSecrets, for every tenant. The value is skipped as raw text (no recursion) and parsed on
+/// its own, bounded; a bad one is reported as `InvalidSpec` for its object alone.
+#[derive(Clone, Debug, PartialEq)]
+pub enum InlineData {
+    Object(serde_json::Map<String, serde_json::Value>),
+    Invalid(String),
+}
+
+impl Default for InlineData {
+    fn default() -> Self {
+        InlineData::Object(serde_json::Map::new())
+    }
+}
+
+impl From<serde_json::Map<String, serde_json::Value>> for InlineData {
+    fn from(map: serde_json::Map<String, serde_json::Value>) -> Self {
+        InlineData::Object(map)
+    }
+}
+
+impl Serialize for InlineData {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            InlineData::Object(map) => map.serialize(s),
+            InlineData::Invalid(_) => s.serialize_none(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for InlineData {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = Box::<serde_json::value::RawValue>::deserialize(d)?;
+        Ok(InlineData::parse(raw.get()))
+    }
+}
+
+impl JsonSchema for InlineData {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "InlineData".into()
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schema::json_object(generator)
+    }
+}
+
+impl InlineData {
+    /// Parses raw JSON text: a JSON object at most [`MAX_INLINE_DEPTH`] deep.
+    pub fn parse(text: &str) -> Self {
+        let too_deep = || {
+            InlineData::Invalid(format!(
+                "spec.source.inline is nested deeper than {MAX_INLINE_DEPTH} levels"
+            ))
+        };
+        // counted on the text before parsing, so the parser's own limit is never the one hit
+        if json_depth(text) > MAX_INLINE_DEPTH {
+            return too_deep();
+        }
+        match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(serde_json::Value::Object(map)) => InlineData::Object(map),
+            Ok(_) => InlineData::Invalid("spec.source.inline must be a JSON object".into()),
+            Err(_) => too_deep(),
+        }
+    }
+}
+
+/// Nesting depth of JSON text (brackets outside strings), without parsing it.
+fn json_depth(text: &str) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for b in text.bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
 }
 
 /// A source Secret in the OkmsSecret's namespace.
@@ -150,13 +250,15 @@ pub struct RemoteSettings {
     /// Require check-and-set on every write to this secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cas_required: Option<bool>,
-    /// Versions are deactivated this long after creation (`0s` = the domain's default).
+    /// Versions are deactivated this long after creation (`0s` = the domain's default; units
+    /// `s`, `m`, `h`, `d`; at most `3650d`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "schema::duration")]
-    pub deactivate_version_after: Option<String>,
-    /// Custom metadata on the OKMS secret (at most 64 entries).
+    #[schemars(schema_with = "schema::version_ttl")]
+    pub deactivate_version_after: Option<VersionTtl>,
+    /// Custom metadata on the OKMS secret (at most 63 entries: the operator adds its owner
+    /// record, `okms-operator-owner`, which is reserved).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 63))]
     pub custom_metadata: Option<BTreeMap<String, String>>,
 }
 
@@ -318,4 +420,39 @@ pub struct OkmsSecretStatus {
     /// When the target Secret last received data (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_time: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inline_data_of_any_depth_decodes_without_failing() {
+        let deep = format!("{}1{}", "[".repeat(5000), "]".repeat(5000));
+        let spec = format!(
+            r#"{{"connectionRef": {{"name": "c"}}, "path": "p", "source": {{"inline": {{"k": {deep}}}}}}}"#
+        );
+        let decoded: OkmsSecretSpec = serde_json::from_str(&spec).unwrap();
+        let inline = decoded.source.unwrap().inline.unwrap();
+        assert!(matches!(inline, InlineData::Invalid(ref why) if why.contains("deeper")));
+        // brackets inside strings are not nesting
+        let text = r#"{"k": "[[[[{{{{", "n": {"a": [1, {"b": "]}"}]}}"#;
+        let InlineData::Object(map) = InlineData::parse(text) else {
+            panic!("a shallow object is valid");
+        };
+        assert_eq!(map["k"], "[[[[{{{{");
+        assert!(matches!(InlineData::parse("[1]"), InlineData::Invalid(_)));
+        let at_limit = format!(
+            "{}{}",
+            r#"{"a":"#.repeat(MAX_INLINE_DEPTH - 1) + "{}",
+            "}".repeat(MAX_INLINE_DEPTH - 1)
+        );
+        assert!(matches!(
+            InlineData::parse(&at_limit),
+            InlineData::Object(_)
+        ));
+        // and it serializes back as the object it is
+        let back = serde_json::to_value(InlineData::parse(text)).unwrap();
+        assert_eq!(back["n"]["a"][1]["b"], "]}");
+    }
 }

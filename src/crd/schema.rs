@@ -2,12 +2,15 @@
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 
-/// OKMS secret path: the create-body charset of the OKMS API, at most 255 characters, no leading
-/// or trailing `/`, no `//`.
-pub const PATH_PATTERN: &str = r"^[a-zA-Z0-9_.:=@-]+(/[a-zA-Z0-9_.:=@-]+)*$";
+use crate::duration::{RefreshInterval, Timeout, VersionTtl};
 
-/// OKMS/Vault duration: `0`, `30s`, `5m`, `1h30m`, `1d`, `10d10h10m10s`.
-pub const DURATION_PATTERN: &str = r"^(0|([0-9]+(ms|s|m|h|d))+)$";
+/// OKMS secret path: the create-body charset of the OKMS API, at most 255 characters, no leading
+/// or trailing `/`, no `//`, and no `.` or `..` segment (RE2 has no look-ahead: a segment starts
+/// with a character other than `.`, or is `.` or `..` followed by one more character).
+pub const PATH_PATTERN: &str = concat!(
+    r"^([a-zA-Z0-9_:=@-]|\.[a-zA-Z0-9_:=@-]|\.\.[a-zA-Z0-9_.:=@-])[a-zA-Z0-9_.:=@-]*",
+    r"(/([a-zA-Z0-9_:=@-]|\.[a-zA-Z0-9_:=@-]|\.\.[a-zA-Z0-9_.:=@-])[a-zA-Z0-9_.:=@-]*)*$"
+);
 
 /// OKMS domain id.
 pub const UUID_PATTERN: &str =
@@ -29,13 +32,29 @@ pub fn secret_path(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
-/// A duration string (optional field).
-pub fn duration(_: &mut SchemaGenerator) -> Schema {
+/// An optional duration field: the pattern and length of its type (units and digits per field).
+fn duration<const MAX: u64, const MS: bool>() -> Schema {
     json_schema!({
         "type": "string",
         "nullable": true,
-        "pattern": DURATION_PATTERN,
+        "maxLength": crate::duration::MAX_TEXT_LEN,
+        "pattern": crate::duration::Bounded::<MAX, MS>::pattern(),
     })
+}
+
+/// `refreshInterval`.
+pub fn refresh_interval(_: &mut SchemaGenerator) -> Schema {
+    duration::<{ RefreshInterval::MAX.as_secs() }, false>()
+}
+
+/// `remote.deactivateVersionAfter`: no milliseconds (OKMS refuses them).
+pub fn version_ttl(_: &mut SchemaGenerator) -> Schema {
+    duration::<{ VersionTtl::MAX.as_secs() }, false>()
+}
+
+/// A connection's `timeout`.
+pub fn timeout(_: &mut SchemaGenerator) -> Schema {
+    duration::<{ Timeout::MAX.as_secs() }, true>()
 }
 
 /// A free-form JSON object (inline source data).

@@ -282,6 +282,21 @@ impl Env {
         )
     }
 
+    /// (reason, note) of every events.k8s.io/v1 Event of the test namespace about `okms_secret`.
+    #[allow(dead_code)]
+    pub async fn events_of(&self, okms_secret: &str) -> Vec<(String, String)> {
+        let api: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(self.client.clone(), NS);
+        api.list(&Default::default())
+            .await
+            .expect("list events")
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(okms_secret))
+            .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+            .collect()
+    }
+
     /// Polls `check` until it returns `Some`, or fails after the deadline naming `what`.
     pub async fn wait<T, F, Fut>(&self, what: &str, mut check: F) -> T
     where

@@ -334,7 +334,32 @@ fn content_type(headers: &HeaderMap) -> String {
         .to_ascii_lowercase()
 }
 
+/// Deepest request body the emulator accepts. Stored objects are re-read with serde_json (128
+/// levels), and managedFields mirror an object's depth four levels further down: a deeper
+/// object would be stored but not read back. The real API server accepts far deeper nesting
+/// (a documented divergence, README).
+pub(crate) const MAX_BODY_DEPTH: usize = 110;
+
 fn parse_body(ct: &str, body: &Bytes) -> Result<Value, ApiError> {
+    let value = parse_body_unchecked(ct, body)?;
+    if depth(&value) > MAX_BODY_DEPTH {
+        return Err(ApiError::bad_request(format!(
+            "the object is nested deeper than the kube-emulator's limit of {MAX_BODY_DEPTH} levels"
+        )));
+    }
+    Ok(value)
+}
+
+/// Nesting depth of a value (a parsed body is at most 128 deep, so the recursion is bounded).
+fn depth(value: &Value) -> usize {
+    match value {
+        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn parse_body_unchecked(ct: &str, body: &Bytes) -> Result<Value, ApiError> {
     if ct == "application/vnd.kubernetes.protobuf" {
         return crate::protobuf::decode(body)
             .map_err(|e| ApiError::new(415, "UnsupportedMediaType", e));
