@@ -68,8 +68,13 @@ pub const RULES: &[Rule] = &[
     // okms_secret.rs `write_status`: server-side apply of the status subresource.
     cluster("okms.dev", "okmssecrets/status", &["patch"]),
     // connection.rs `fetch` (get_opt on a cache miss); run.rs `.watches(OkmsConnection)` and
-    // the connection `Controller::new` (list + watch).
-    cluster("okms.dev", "okmsconnections", &["get", "list", "watch"]),
+    // the connection `Controller::new` (list + watch); patch: connection.rs `apply_in_use`
+    // (server-side apply of the in-use finalizer).
+    cluster(
+        "okms.dev",
+        "okmsconnections",
+        &["get", "list", "watch", "patch"],
+    ),
     // connection.rs `reconcile_connection`: merge patch of the status subresource.
     cluster("okms.dev", "okmsconnections/status", &["patch"]),
     // connection.rs `fetch` (get_opt on a cache miss); run.rs `.watches(ClusterOkmsConnection)`
@@ -77,7 +82,7 @@ pub const RULES: &[Rule] = &[
     cluster(
         "okms.dev",
         "clusterokmsconnections",
-        &["get", "list", "watch"],
+        &["get", "list", "watch", "patch"],
     ),
     // connection.rs `reconcile_connection`: merge patch of the status subresource.
     cluster("okms.dev", "clusterokmsconnections/status", &["patch"]),

@@ -491,7 +491,8 @@ async fn every_request_of_the_operator_is_granted() {
     .await;
     env.apply_okms_secret(
         "shared",
-        json!({"connectionRef": {"kind": "ClusterOkmsConnection", "name": "shared"}, "path": "rbac/shared", "source": {"inline": {"a": "b"}}}),
+        json!({"connectionRef": {"kind": "ClusterOkmsConnection", "name": "shared"}, "path": "rbac/shared", "source": {"inline": {"a": "b"}},
+               "deletionPolicy": "Delete"}),
     )
     .await;
     env.wait_ready("creds").await;

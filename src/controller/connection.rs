@@ -26,7 +26,7 @@ use crate::controller::context::Context;
 use crate::controller::plan::path_allowed;
 use crate::crd::{
     AllowedNamespaces, ClusterOkmsConnection, ConnectionKind, ConnectionSpec, ConnectionStatus,
-    OkmsConnection,
+    OkmsConnection, OkmsSecret,
 };
 use crate::error::{Error, Result};
 use crate::isolation;
@@ -154,7 +154,17 @@ pub struct Fetched {
     pub resource_version: String,
     pub spec: ConnectionSpec,
     pub allowed_namespaces: Option<AllowedNamespaces>,
+    /// Whether it carries the in-use finalizer ([`IN_USE_FINALIZER`]).
+    pub in_use: bool,
+    /// Being deleted: its credential Secrets may already be gone.
+    pub terminating: bool,
 }
+
+/// Finalizer on a connection used by `deletionPolicy: Delete` OkmsSecrets: the connection
+/// outlives them, so their cleanups can reach OKMS (as Kubernetes protects a PVC in use).
+pub const IN_USE_FINALIZER: &str = "okms.dev/in-use";
+/// The field manager that owns the in-use finalizer (server-side apply keeps others' entries).
+const IN_USE_MANAGER: &str = "okms-operator-in-use";
 
 /// Fetches the connection an OkmsSecret refers to: from the connection watch's cache, else (not
 /// seen yet, or no watch running) from the API.
@@ -185,6 +195,8 @@ pub async fn fetch(
                 resource_version: c.resource_version().unwrap_or_default(),
                 spec: c.spec.connection.clone(),
                 allowed_namespaces: None,
+                in_use: c.finalizers().iter().any(|f| f == IN_USE_FINALIZER),
+                terminating: c.meta().deletion_timestamp.is_some(),
             })
         }
         ConnectionKind::ClusterOkmsConnection => {
@@ -207,6 +219,8 @@ pub async fn fetch(
                 resource_version: c.resource_version().unwrap_or_default(),
                 spec: c.spec.connection.clone(),
                 allowed_namespaces: c.spec.allowed_namespaces.clone(),
+                in_use: c.finalizers().iter().any(|f| f == IN_USE_FINALIZER),
+                terminating: c.meta().deletion_timestamp.is_some(),
             })
         }
     }
@@ -411,7 +425,16 @@ pub async fn client_for(ctx: &Context, conn: &Fetched) -> Result<Resolved> {
             return Ok(e.resolved.clone());
         }
     }
-    let creds = load_credentials(ctx, conn).await?;
+    let creds = match load_credentials(ctx, conn).await {
+        Ok(creds) => creds,
+        // a namespace being deleted takes the credential Secrets first: the cleanups that keep
+        // the connection alive use the client they had
+        Err(e) if conn.terminating => {
+            let entries = ctx.connections.entries.lock();
+            return entries.get(&key).map(|e| e.resolved.clone()).ok_or(e);
+        }
+        Err(e) => return Err(e),
+    };
     let fingerprint = format!("{}|{}", conn.resource_version, creds.versions);
     {
         let mut entries = ctx.connections.entries.lock();
@@ -574,6 +597,12 @@ where
         + serde::de::DeserializeOwned
         + std::fmt::Debug,
 {
+    if obj.meta().deletion_timestamp.is_some() {
+        // no probe, and the cached client stays for the cleanups still to run
+        return Ok(release_when_unused(&*obj, &ctx)
+            .await?
+            .unwrap_or_else(Action::await_change));
+    }
     let kind = K::connection_kind();
     let namespace = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
@@ -586,6 +615,8 @@ where
         resource_version: obj.resource_version().unwrap_or_default(),
         spec: obj.connection_spec().clone(),
         allowed_namespaces: None,
+        in_use: false,
+        terminating: false,
     };
     let started = Instant::now();
     let outcome = match client_for(&ctx, &fetched).await {
@@ -718,6 +749,84 @@ impl ConnectionObject for ClusterOkmsConnection {
     fn connection_status(&self) -> Option<&ConnectionStatus> {
         self.status.as_ref()
     }
+}
+
+/// Puts the in-use finalizer on a connection (server-side apply of that one list entry under a
+/// field manager of its own, so other finalizers are kept).
+pub async fn mark_in_use(ctx: &Context, conn: &Fetched) -> Result<()> {
+    if conn.in_use || conn.terminating {
+        return Ok(());
+    }
+    apply_in_use(
+        ctx,
+        conn.kind,
+        &conn.namespace,
+        &conn.name,
+        &[IN_USE_FINALIZER],
+    )
+    .await
+}
+
+async fn apply_in_use(
+    ctx: &Context,
+    kind: ConnectionKind,
+    namespace: &str,
+    name: &str,
+    finalizers: &[&str],
+) -> Result<()> {
+    let params = PatchParams::apply(IN_USE_MANAGER);
+    match kind {
+        ConnectionKind::OkmsConnection => {
+            let patch = serde_json::json!({
+                "apiVersion": "okms.dev/v1alpha1", "kind": "OkmsConnection",
+                "metadata": {"name": name, "finalizers": finalizers}
+            });
+            Api::<OkmsConnection>::namespaced(ctx.client.clone(), namespace)
+                .patch(name, &params, &Patch::Apply(&patch))
+                .await?;
+        }
+        ConnectionKind::ClusterOkmsConnection => {
+            let patch = serde_json::json!({
+                "apiVersion": "okms.dev/v1alpha1", "kind": "ClusterOkmsConnection",
+                "metadata": {"name": name, "finalizers": finalizers}
+            });
+            Api::<ClusterOkmsConnection>::all(ctx.client.clone())
+                .patch(name, &params, &Patch::Apply(&patch))
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// A terminating connection lets go of its in-use finalizer once no OkmsSecret using it still
+/// has a cleanup to do; until then it is looked at again every few seconds.
+async fn release_when_unused<K>(obj: &K, ctx: &Context) -> Result<Option<Action>>
+where
+    K: Resource<DynamicType = ()> + ConnectionObject,
+{
+    if !obj.finalizers().iter().any(|f| f == IN_USE_FINALIZER) {
+        return Ok(None);
+    }
+    let kind = K::connection_kind();
+    let namespace = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    let api: Api<OkmsSecret> = match kind {
+        ConnectionKind::OkmsConnection => Api::namespaced(ctx.client.clone(), &namespace),
+        ConnectionKind::ClusterOkmsConnection => Api::all(ctx.client.clone()),
+    };
+    let users = api.list(&Default::default()).await?;
+    let pending = users.items.iter().any(|o| {
+        o.spec.connection_ref.kind.unwrap_or_default() == kind
+            && o.spec.connection_ref.name == name
+            && o.finalizers()
+                .iter()
+                .any(|f| f == crate::controller::okms_secret::FINALIZER)
+    });
+    if pending {
+        return Ok(Some(Action::requeue(Duration::from_secs(2))));
+    }
+    apply_in_use(ctx, kind, &namespace, &name, &[]).await?;
+    Ok(Some(Action::await_change()))
 }
 
 #[cfg(test)]

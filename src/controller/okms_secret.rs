@@ -241,6 +241,10 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
     // dereference: connection (isolation checked before any OKMS call), source, target
     let conn = connection::fetch(ctx, conn_kind, &ns, &spec.connection_ref.name).await?;
     conn.check_allowed(ctx, &ns, path).await?;
+    // a Delete object's cleanup needs its connection: the connection must outlive it
+    if spec.deletion_policy.unwrap_or_default() == DeletionPolicy::Delete {
+        connection::mark_in_use(ctx, &conn).await?;
+    }
     let desired = match &spec.source {
         None => None,
         Some(source) => Some(desired_data(ctx, &ns, source).await?),

@@ -615,4 +615,99 @@ mod tests {
         });
         assert_eq!(validate(&s, None).unwrap_err().reason(), "InvalidSpec");
     }
+
+    /// Arbitrary specs (whatever the schema lets through, and what it would not) go through
+    /// validation and the pure decisions without a panic: no user input reaches one.
+    #[test]
+    fn arbitrary_specs_never_panic() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        let mut rng = StdRng::seed_from_u64(16);
+        let atoms = [
+            "",
+            "0",
+            "1",
+            "-1",
+            "30s",
+            "250ms",
+            "99999999999999999d",
+            "1h30m",
+            "365d",
+            "366d",
+            "18446744073709551616",
+            "a",
+            "..",
+            ".",
+            "/",
+            "//",
+            "team-a/../b",
+            "é",
+            "Delete",
+            "Merge",
+            "Owner",
+            "IfNotExists",
+            "okms-operator-owner",
+            "{{ x }}",
+            "{% for %}",
+            "\u{0}",
+            "x\ny",
+        ];
+        let word = |rng: &mut StdRng| atoms[rng.random_range(0..atoms.len())].to_string();
+        let number = |rng: &mut StdRng| match rng.random_range(0..4) {
+            0 => serde_json::json!(rng.random::<u32>()),
+            1 => serde_json::json!(rng.random::<i64>()),
+            2 => serde_json::json!(f64::MAX),
+            _ => serde_json::json!(0),
+        };
+        let mut decoded = 0;
+        for _ in 0..5000 {
+            let value = |rng: &mut StdRng| -> serde_json::Value {
+                if rng.random_bool(0.6) {
+                    serde_json::Value::String(word(rng))
+                } else {
+                    number(rng)
+                }
+            };
+            let spec = serde_json::json!({
+                "connectionRef": {"name": word(&mut rng), "kind": if rng.random_bool(0.5) { "ClusterOkmsConnection" } else { "OkmsConnection" }},
+                "path": word(&mut rng) + &word(&mut rng),
+                "refreshInterval": word(&mut rng),
+                "version": value(&mut rng),
+                "deletionPolicy": if rng.random_bool(0.5) { "Delete" } else { "Retain" },
+                "source": if rng.random_bool(0.5) {
+                    serde_json::json!({"inline": {word(&mut rng): value(&mut rng)}})
+                } else {
+                    serde_json::json!({"secretRef": {"name": word(&mut rng)}})
+                },
+                "remote": {"maxVersions": value(&mut rng), "deactivateVersionAfter": word(&mut rng),
+                           "customMetadata": {word(&mut rng): word(&mut rng)}},
+                "target": {"name": word(&mut rng), "template": {word(&mut rng): word(&mut rng)}},
+            });
+            let Ok(spec) = serde_json::from_value::<OkmsSecretSpec>(spec) else {
+                continue;
+            };
+            decoded += 1;
+            let status = OkmsSecretStatus {
+                path: Some(word(&mut rng)),
+                ..Default::default()
+            };
+            let _ = validate(&spec, Some(&status));
+            let _ = validate_target(&spec, &word(&mut rng));
+            let actual = SecretMetadata {
+                deactivate_version_after: Some(word(&mut rng)),
+                max_versions: Some(rng.random()),
+                ..Default::default()
+            };
+            let _ = settings_drift(spec.remote.as_ref(), &actual, Some(&word(&mut rng)));
+            let _ = create_settings(spec.remote.as_ref(), &word(&mut rng));
+            if let Some(Ok(interval)) = spec.refresh_interval.as_ref().map(|i| i.get()) {
+                let _ = jittered(interval, rng.random());
+            }
+            let _ = path_allowed(&spec.path, Some(&[word(&mut rng)]));
+        }
+        assert!(
+            decoded > 100,
+            "only {decoded} specs decoded: the generator tests little"
+        );
+    }
 }

@@ -54,11 +54,13 @@ fn trigger_hash(o: &OkmsSecret) -> Option<u64> {
 }
 
 /// What in a connection calls for a probe: its spec (generation; the spec itself where a server
-/// sets no generation) only. Its status is ours: a probe's status write must never trigger the
+/// sets no generation), and its deletion. Its status is ours: a probe's status write must never trigger the
 /// next probe.
 fn connection_probe_trigger<K: Resource + ConnectionObject>(c: &K) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
+    // a deletion: the in-use finalizer is released once no cleanup needs the connection
+    c.meta().deletion_timestamp.is_some().hash(&mut h);
     match c.meta().generation {
         Some(g) => g.hash(&mut h),
         None => serde_json::to_string(c.connection_spec())

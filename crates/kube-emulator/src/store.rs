@@ -606,6 +606,25 @@ fn patched(
             // An apply configuration without a name takes the URL's.
             let mut body = body.clone();
             metadata_mut(&mut body).insert("name".into(), json!(key.1));
+            // Server-side apply types the configuration against the schema: a field it does not
+            // declare is an error, not pruned (kube-apiserver: "field not declared in schema").
+            if let Some(schema) = schema {
+                let mut pruned = body.clone();
+                crate::schema::prune(schema, &mut pruned);
+                let mut unknown = Vec::new();
+                removed_fields(&body, &pruned, "", &mut unknown);
+                unknown.retain(|f| f != "apiVersion" && f != "kind" && !f.starts_with("metadata"));
+                if let Some(field) = unknown.first() {
+                    return Err(ApiError::new(
+                        500,
+                        "",
+                        format!(
+                            "failed to create typed patch object ({}/{}; {api_version}, Kind={}): .{field}: field not declared in schema",
+                            key.0, key.1, def.kind
+                        ),
+                    ));
+                }
+            }
             let applied = ssa::apply(live.as_deref(), &body, &opts.manager, *force, schema, sub)
                 .map_err(|e| apply_error(def, &key.1, e))?;
             match old {
