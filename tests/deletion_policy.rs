@@ -155,3 +155,47 @@ async fn a_namespace_with_a_connection_and_a_delete_object_is_deleted_in_bounded
     .await;
     env.wait_ready("control").await;
 }
+
+/// A `Delete` object refused by isolation (`NotAllowed`) never touched OKMS: deleting it does not
+/// wait for a cleanup that can never run (5 minutes before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_delete_object_goes_at_once() {
+    let env = Env::start().await;
+    let ca = std::fs::read_to_string(env.okms.ca_pem_path()).unwrap();
+    common::apply(
+        &env.client,
+        json!({"apiVersion": "okms.dev/v1alpha1", "kind": "OkmsConnection",
+               "metadata": {"name": "narrow", "namespace": common::NS},
+               "spec": {"endpoint": env.okms.endpoint(), "okmsId": env.okms.okms_id(), "caBundle": ca,
+                        "allowedPaths": ["allowed/"],
+                        "auth": {"mtls": {"secretRef": {"name": "okms-cert"}}}}}),
+    )
+    .await;
+    env.apply_okms_secret(
+        "outside",
+        json!({"connectionRef": {"name": "narrow"}, "path": "elsewhere/db", "deletionPolicy": "Delete",
+               "source": {"inline": {"a": "1"}}}),
+    )
+    .await;
+    env.wait_reason("outside", "False", &["NotAllowed"]).await;
+    env.okms_secrets()
+        .delete("outside", &Default::default())
+        .await
+        .unwrap();
+    env.wait("the refused object is gone", || async {
+        env.okms_secrets()
+            .get_opt("outside")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    // and the same connection works for a path it allows
+    env.apply_okms_secret(
+        "inside",
+        json!({"connectionRef": {"name": "narrow"}, "path": "allowed/db", "source": {"inline": {"a": "1"}}}),
+    )
+    .await;
+    env.wait_ready("inside").await;
+}

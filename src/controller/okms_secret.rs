@@ -811,16 +811,20 @@ async fn cleanup(obj: &OkmsSecret, ctx: &Context) -> Result<()> {
     {
         match delete_remote(obj, ctx).await {
             Ok(()) => {}
-            Err(err) if cleanup_overdue(obj, ctx.config.cleanup_grace) => {
+            // refused before any OKMS call (NotAllowed, InvalidSpec): no retry can succeed, and
+            // nothing was deleted; or it kept failing past the grace period
+            Err(err)
+                if err.category() == Category::Invalid
+                    || cleanup_overdue(obj, ctx.config.cleanup_grace) =>
+            {
                 publish(
                     ctx,
                     obj,
                     EventType::Warning,
                     "CleanupAbandoned",
                     format!(
-                        "gave up deleting OKMS secret {:?} after {}: {err}; it is retained",
-                        obj.spec.path,
-                        crate::duration::display(ctx.config.cleanup_grace)
+                        "gave up deleting OKMS secret {:?} (it is retained): {err}",
+                        obj.spec.path
                     ),
                 )
                 .await;
