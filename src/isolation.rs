@@ -1,6 +1,8 @@
-//! Isolation rules: what a tenant's objects may reach. This module is their one home — the
-//! endpoint allow-list (which hosts may receive credentials) and the validity of `allowedPaths`
-//! entries today; namespace and path rules belong here too. Everything here is pure: it takes
+//! Isolation rules: what a tenant's objects may reach. This module is their one home: the
+//! endpoint allow-list (which hosts may receive credentials), the validity of `allowedPaths`
+//! entries, which paths they allow, and the `allowedNamespaces` label selectors. (Same-namespace
+//! sources and credentials follow from the types: neither reference has a namespace field for an
+//! OkmsSecret or an OkmsConnection.) `consent.rs` holds who may be written to. Everything here is pure: it takes
 //! plain data and decides, so each rule is unit-tested as an attacker would probe it, and the
 //! callers check it before any credential is read or any OKMS call is made.
 
@@ -295,6 +297,46 @@ fn is_path_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '=' | '@' | '-')
 }
 
+/// Whether `path` is inside one of the allowed prefixes (`None` = any path). A prefix matches
+/// whole segments: `team-a/` and `team-a` both allow `team-a/db` but not `team-ab/db`.
+pub fn path_allowed(path: &str, allowed: Option<&[String]>) -> bool {
+    let Some(allowed) = allowed else { return true };
+    allowed.iter().any(|prefix| {
+        let prefix = prefix.trim_end_matches('/');
+        prefix.is_empty()
+            || path == prefix
+            || path
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with('/'))
+    })
+}
+
+/// `metav1.LabelSelector` semantics; an empty selector matches nothing here (an empty
+/// allowedNamespaces must never open a connection to every namespace).
+pub fn selector_matches(
+    selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> bool {
+    let exprs = selector.match_expressions.as_deref().unwrap_or_default();
+    let match_labels = selector.match_labels.as_ref();
+    if exprs.is_empty() && match_labels.is_none_or(|m| m.is_empty()) {
+        return false;
+    }
+    let labels_ok = match_labels.is_none_or(|m| m.iter().all(|(k, v)| labels.get(k) == Some(v)));
+    let exprs_ok = exprs.iter().all(|e| {
+        let values = e.values.as_deref().unwrap_or_default();
+        let value = labels.get(&e.key);
+        match e.operator.as_str() {
+            "In" => value.is_some_and(|v| values.contains(v)),
+            "NotIn" => value.is_none_or(|v| !values.contains(v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            _ => false,
+        }
+    });
+    labels_ok && exprs_ok
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -470,5 +512,38 @@ mod tests {
             check_allowed_paths(&[]).is_ok(),
             "[] allows nothing, and says so"
         );
+    }
+
+    #[test]
+    fn allowed_paths_match_whole_segments() {
+        let allowed = vec!["team-a/".to_string()];
+        assert!(path_allowed("team-a/db", Some(&allowed)));
+        assert!(!path_allowed("team-ab/db", Some(&allowed)));
+        assert!(!path_allowed("team-b/db", Some(&allowed)));
+        assert!(path_allowed("anything", None));
+        assert!(!path_allowed("x", Some(&[])));
+    }
+
+    #[test]
+    fn empty_selector_allows_nothing_and_expressions_work() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+            LabelSelector, LabelSelectorRequirement,
+        };
+        let labels = std::collections::BTreeMap::from([("team".to_string(), "a".to_string())]);
+        assert!(!selector_matches(&LabelSelector::default(), &labels));
+        let sel = LabelSelector {
+            match_labels: Some(std::collections::BTreeMap::from([(
+                "team".to_string(),
+                "a".to_string(),
+            )])),
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "env".into(),
+                operator: "DoesNotExist".into(),
+                values: None,
+            }]),
+        };
+        assert!(selector_matches(&sel, &labels));
+        let other = std::collections::BTreeMap::from([("team".to_string(), "b".to_string())]);
+        assert!(!selector_matches(&sel, &other));
     }
 }

@@ -7,7 +7,7 @@
 //! connection (30 s doubling up to 5 min, jittered); only a spec change or a change of a
 //! credential Secret probes sooner, never a status write.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,6 @@ use tracing::{info, warn};
 use zeroize::Zeroizing;
 
 use crate::controller::context::Context;
-use crate::controller::plan::path_allowed;
 use crate::crd::{
     AllowedNamespaces, ClusterOkmsConnection, ConnectionKind, ConnectionSpec, ConnectionStatus,
     OkmsConnection, OkmsSecret,
@@ -261,7 +260,7 @@ impl Fetched {
                 self.display()
             )));
         }
-        if !path_allowed(path, self.spec.allowed_paths.as_deref()) {
+        if !isolation::path_allowed(path, self.spec.allowed_paths.as_deref()) {
             return Err(Error::NotAllowed(format!(
                 "path {path:?} is outside the allowedPaths of {}",
                 self.display()
@@ -289,33 +288,7 @@ async fn namespace_allowed(
         .get_opt(namespace)
         .await?;
     let labels = ns.map(|n| n.labels().clone()).unwrap_or_default();
-    Ok(selector_matches(selector, &labels))
-}
-
-/// `metav1.LabelSelector` semantics; an empty selector matches nothing here (an empty
-/// allowedNamespaces must never open a connection to every namespace).
-pub fn selector_matches(
-    selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
-    labels: &BTreeMap<String, String>,
-) -> bool {
-    let exprs = selector.match_expressions.as_deref().unwrap_or_default();
-    let match_labels = selector.match_labels.as_ref();
-    if exprs.is_empty() && match_labels.is_none_or(|m| m.is_empty()) {
-        return false;
-    }
-    let labels_ok = match_labels.is_none_or(|m| m.iter().all(|(k, v)| labels.get(k) == Some(v)));
-    let exprs_ok = exprs.iter().all(|e| {
-        let values = e.values.as_deref().unwrap_or_default();
-        let value = labels.get(&e.key);
-        match e.operator.as_str() {
-            "In" => value.is_some_and(|v| values.contains(v)),
-            "NotIn" => value.is_none_or(|v| !values.contains(v)),
-            "Exists" => value.is_some(),
-            "DoesNotExist" => value.is_none(),
-            _ => false,
-        }
-    });
-    labels_ok && exprs_ok
+    Ok(isolation::selector_matches(selector, &labels))
 }
 
 /// Checks a connection's spec before anything is read or sent: the endpoint's form (https, or
@@ -832,7 +805,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 
     fn spec(endpoint: &str, extra: serde_json::Value) -> ConnectionSpec {
         let mut v = serde_json::json!({
@@ -940,22 +912,5 @@ mod tests {
         assert!(cache.connections_reading("ns", "cert").is_empty());
         cache.index_credentials(a, None);
         assert!(cache.connections_reading("ns", "other").is_empty());
-    }
-
-    #[test]
-    fn empty_selector_allows_nothing_and_expressions_work() {
-        let labels = BTreeMap::from([("team".to_string(), "a".to_string())]);
-        assert!(!selector_matches(&LabelSelector::default(), &labels));
-        let sel = LabelSelector {
-            match_labels: Some(BTreeMap::from([("team".to_string(), "a".to_string())])),
-            match_expressions: Some(vec![LabelSelectorRequirement {
-                key: "env".into(),
-                operator: "DoesNotExist".into(),
-                values: None,
-            }]),
-        };
-        assert!(selector_matches(&sel, &labels));
-        let other = BTreeMap::from([("team".to_string(), "b".to_string())]);
-        assert!(!selector_matches(&sel, &other));
     }
 }

@@ -314,20 +314,6 @@ pub fn jittered(interval: Duration, unit: f64) -> Option<Duration> {
     )
 }
 
-/// Whether `path` is inside one of the allowed prefixes (`None` = any path). A prefix matches
-/// whole segments: `team-a/` and `team-a` both allow `team-a/db` but not `team-ab/db`.
-pub fn path_allowed(path: &str, allowed: Option<&[String]>) -> bool {
-    let Some(allowed) = allowed else { return true };
-    allowed.iter().any(|prefix| {
-        let prefix = prefix.trim_end_matches('/');
-        prefix.is_empty()
-            || path == prefix
-            || path
-                .strip_prefix(prefix)
-                .is_some_and(|rest| rest.starts_with('/'))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -553,16 +539,6 @@ mod tests {
     }
 
     #[test]
-    fn allowed_paths_match_whole_segments() {
-        let allowed = vec!["team-a/".to_string()];
-        assert!(path_allowed("team-a/db", Some(&allowed)));
-        assert!(!path_allowed("team-ab/db", Some(&allowed)));
-        assert!(!path_allowed("team-b/db", Some(&allowed)));
-        assert!(path_allowed("anything", None));
-        assert!(!path_allowed("x", Some(&[])));
-    }
-
-    #[test]
     fn owner_records_decide_who_writes_a_path() {
         let me = owner_record("cluster-1", "team-a", "db");
         let meta = |owner: Option<&str>| SecretMetadata {
@@ -703,7 +679,7 @@ mod tests {
             if let Some(Ok(interval)) = spec.refresh_interval.as_ref().map(|i| i.get()) {
                 let _ = jittered(interval, rng.random());
             }
-            let _ = path_allowed(&spec.path, Some(&[word(&mut rng)]));
+            let _ = crate::isolation::path_allowed(&spec.path, Some(&[word(&mut rng)]));
         }
         assert!(
             decoded > 100,
