@@ -1,5 +1,6 @@
 //! Behaviour of the built-in kinds on write (they are stored, not run): Secret `stringData`,
-//! defaults, immutable fields, Namespace phase.
+//! defaults, immutable fields, Namespace phase; and the conversion of Events between core/v1
+//! and events.k8s.io/v1, the two views of one resource.
 
 use base64::Engine;
 use serde_json::{Value, json};
@@ -70,6 +71,62 @@ fn check_secret_data(def: &ResourceDef, obj: &Value) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+/// The fields of an Event named differently in core/v1 and events.k8s.io/v1, as kube-apiserver
+/// converts them (`pkg/apis/events/v1/conversion.go`); the others (`eventTime`, `series`,
+/// `action`, `reason`, `related`, `type`, `reportingInstance`, `metadata`) keep their name.
+const EVENT_FIELDS: [(&str, &str); 7] = [
+    ("involvedObject", "regarding"),
+    ("message", "note"),
+    ("reportingComponent", "reportingController"),
+    ("source", "deprecatedSource"),
+    ("firstTimestamp", "deprecatedFirstTimestamp"),
+    ("lastTimestamp", "deprecatedLastTimestamp"),
+    ("count", "deprecatedCount"),
+];
+
+const CORE_EVENT: &str = "v1";
+const EVENTS_V1_EVENT: &str = "events.k8s.io/v1";
+
+/// Converts an Event between its core/v1 and events.k8s.io/v1 shapes (in place) when `from` and
+/// `to` are those two API versions; returns whether it did. A field of the target shape found in
+/// the source object is not a field of the source's type (the real server drops it on decode),
+/// so it does not survive either. `involvedObject` is always present in core/v1 (it is not
+/// optional there), and `regarding` and `eventTime` are written even when empty in
+/// events.k8s.io/v1, as the real server serializes them.
+pub fn convert_event(obj: &mut Value, from: &str, to: &str) -> bool {
+    let to_events = match (from, to) {
+        (CORE_EVENT, EVENTS_V1_EVENT) => true,
+        (EVENTS_V1_EVENT, CORE_EVENT) => false,
+        _ => return false,
+    };
+    if obj.get("kind").and_then(Value::as_str) != Some("Event") {
+        return false;
+    }
+    let Some(map) = obj.as_object_mut() else {
+        return false;
+    };
+    for (core, events) in EVENT_FIELDS {
+        let (src, dst) = if to_events {
+            (core, events)
+        } else {
+            (events, core)
+        };
+        let value = map.remove(src);
+        map.remove(dst);
+        if let Some(v) = value {
+            map.insert(dst.to_string(), v);
+        }
+    }
+    if to_events {
+        map.entry("regarding").or_insert_with(|| json!({}));
+        map.entry("eventTime").or_insert(Value::Null);
+    } else {
+        map.entry("involvedObject").or_insert_with(|| json!({}));
+    }
+    map.insert("apiVersion".into(), json!(to));
+    true
 }
 
 /// Defaults and checks on create.
@@ -210,6 +267,56 @@ mod tests {
         assert_eq!(s["data"]["x"], json!("eA=="));
         assert_eq!(s["type"], json!("Opaque"));
         assert!(s.get("stringData").is_none());
+    }
+
+    #[test]
+    fn events_convert_both_ways_as_kube_apiserver_does() {
+        let new = json!({
+            "apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {"name": "e", "namespace": "default"},
+            "eventTime": "2026-01-01T00:00:00.000000Z", "series": {"count": 2},
+            "reportingController": "okms.dev/operator", "reportingInstance": "pod-1",
+            "action": "Sync", "reason": "Synced", "type": "Normal", "note": "hello",
+            "regarding": {"kind": "Secret", "name": "s", "namespace": "default"},
+            "deprecatedSource": {"component": "c"}, "deprecatedCount": 3,
+            "deprecatedFirstTimestamp": "2026-01-01T00:00:00Z",
+            "deprecatedLastTimestamp": "2026-01-02T00:00:00Z"
+        });
+        let mut core = new.clone();
+        assert!(convert_event(&mut core, "events.k8s.io/v1", "v1"));
+        assert_eq!(
+            core,
+            json!({
+                "apiVersion": "v1", "kind": "Event",
+                "metadata": {"name": "e", "namespace": "default"},
+                "eventTime": "2026-01-01T00:00:00.000000Z", "series": {"count": 2},
+                "reportingComponent": "okms.dev/operator", "reportingInstance": "pod-1",
+                "action": "Sync", "reason": "Synced", "type": "Normal", "message": "hello",
+                "involvedObject": {"kind": "Secret", "name": "s", "namespace": "default"},
+                "source": {"component": "c"}, "count": 3,
+                "firstTimestamp": "2026-01-01T00:00:00Z",
+                "lastTimestamp": "2026-01-02T00:00:00Z"
+            })
+        );
+        let mut back = core.clone();
+        assert!(convert_event(&mut back, "v1", "events.k8s.io/v1"));
+        assert_eq!(back, new);
+        // Not an Event, or not those two versions: untouched.
+        let mut other = json!({"apiVersion": "v1", "kind": "Secret", "message": "m"});
+        assert!(!convert_event(&mut other, "v1", "events.k8s.io/v1"));
+        assert!(!convert_event(&mut core, "v1", "v1"));
+        // A field of the other shape is not carried over; required fields are there.
+        let mut stray = json!({"apiVersion": "v1", "kind": "Event", "note": "x"});
+        assert!(convert_event(&mut stray, "v1", "events.k8s.io/v1"));
+        assert_eq!(
+            stray,
+            json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "regarding": {}, "eventTime": null})
+        );
+        assert!(convert_event(&mut stray, "events.k8s.io/v1", "v1"));
+        assert_eq!(
+            stray,
+            json!({"apiVersion": "v1", "kind": "Event", "involvedObject": {}, "eventTime": null})
+        );
     }
 
     #[test]

@@ -128,6 +128,7 @@ pub fn resource_def(crd: &Value) -> Result<ResourceDef, ApiError> {
             .first()
             .map(|v| s(v, "/name").to_string())
             .unwrap_or_default(),
+        storage_group: None,
         has_status,
         tracks_generation: true,
         crd_name: Some(name.to_string()),

@@ -31,7 +31,12 @@ pub struct ResourceDef {
     pub categories: Vec<String>,
     /// Served versions, in the order they are preferred.
     pub versions: Vec<VersionDef>,
+    /// The version objects are stored in, in `storage_group`'s API.
     pub storage_version: String,
+    /// The group whose store holds this resource's objects when it is not this resource's own:
+    /// another group serves the same objects converted (`events.k8s.io` `events` are core
+    /// `events`, as in kube-apiserver). None: the resource's own group.
+    pub storage_group: Option<String>,
     pub has_status: bool,
     /// Whether `metadata.generation` is maintained (CRs, workloads, CRDs).
     pub tracks_generation: bool,
@@ -40,8 +45,25 @@ pub struct ResourceDef {
 }
 
 impl ResourceDef {
+    /// The key of the store holding this resource's objects (shared by the resources that
+    /// serve the same objects).
     pub fn gr(&self) -> Gr {
+        let group = self.storage_group.as_ref().unwrap_or(&self.group);
+        (group.clone(), self.resource.clone())
+    }
+
+    /// The key this resource is served (and registered) under.
+    pub fn served_gr(&self) -> Gr {
         (self.group.clone(), self.resource.clone())
+    }
+
+    /// The `apiVersion` of stored objects.
+    pub fn storage_api_version(&self) -> String {
+        match self.storage_group.as_deref() {
+            Some("") => self.storage_version.clone(),
+            Some(g) => format!("{g}/{}", self.storage_version),
+            None => self.api_version(&self.storage_version),
+        }
     }
 
     pub fn api_version(&self, version: &str) -> String {
@@ -90,6 +112,7 @@ fn builtin(
             ..VersionDef::default()
         }],
         storage_version: version.into(),
+        storage_group: None,
         has_status,
         tracks_generation,
         crd_name: None,
@@ -133,16 +156,20 @@ pub fn builtins() -> Vec<ResourceDef> {
         ),
         builtin("", "v1", "services", "Service", true, &["svc"], true, false),
         builtin("", "v1", "pods", "Pod", true, &["po"], true, false),
-        builtin(
-            "events.k8s.io",
-            "v1",
-            "events",
-            "Event",
-            true,
-            &["ev"],
-            false,
-            false,
-        ),
+        // One store with core `events`: the same objects, converted (kube-apiserver).
+        ResourceDef {
+            storage_group: Some(String::new()),
+            ..builtin(
+                "events.k8s.io",
+                "v1",
+                "events",
+                "Event",
+                true,
+                &["ev"],
+                false,
+                false,
+            )
+        },
         builtin(
             "coordination.k8s.io",
             "v1",
@@ -242,7 +269,7 @@ impl Registry {
     pub fn with_builtins() -> Self {
         let mut r = Self::default();
         for d in builtins() {
-            r.defs.insert(d.gr(), Arc::new(d));
+            r.defs.insert(d.served_gr(), Arc::new(d));
         }
         r
     }

@@ -20,7 +20,9 @@ use crate::error::ApiError;
 use crate::faults::{Control, Faults};
 use crate::registry::ResourceDef;
 use crate::selector::{FieldSelector, LabelSelector};
-use crate::store::{DeleteOpts, Obj, ObjKey, PatchType, Propagation, Store, WriteOpts, to_version};
+use crate::store::{
+    DeleteOpts, Obj, ObjKey, PatchType, Propagation, Store, WriteOpts, into_version, to_version,
+};
 use crate::table::{self, IncludeObject};
 use crate::watch::{WatchParams, watch};
 use crate::{discovery, openapi};
@@ -176,6 +178,49 @@ fn partial(obj: &Value) -> Value {
     })
 }
 
+/// A stored object as seen in `version`, for selectors: converted only when stored in another
+/// version (field selectors name the fields of the version asked for: `regarding.name` in
+/// events.k8s.io/v1, `involvedObject.name` in core/v1).
+pub fn selectable(def: &ResourceDef, version: &str, obj: &Obj) -> Arc<Value> {
+    let av = def.api_version(version);
+    let stored = obj.value();
+    if av == def.storage_api_version() {
+        stored
+    } else {
+        to_version(&stored, &av)
+    }
+}
+
+/// A Table of objects for `version`: its cells computed from the stored form (kube-apiserver prints
+/// the internal object, so events.k8s.io/v1 Events have core/v1's columns), the objects it
+/// carries in the version asked for.
+fn table_of(
+    def: &ResourceDef,
+    version: &str,
+    objs: Vec<Value>,
+    include: IncludeObject,
+    list_meta: Value,
+) -> Value {
+    let av = def.api_version(version);
+    let storage_av = def.storage_api_version();
+    let cells_from: Vec<Value> = objs
+        .into_iter()
+        .map(|o| into_version(o, &storage_av))
+        .collect();
+    let mut t = render_table(&columns(def, version), &cells_from, include, list_meta);
+    if av != storage_av
+        && include == IncludeObject::Object
+        && let Some(rows) = t.get_mut("rows").and_then(Value::as_array_mut)
+    {
+        for row in rows {
+            if let Some(o) = row.get_mut("object") {
+                *o = into_version(o.take(), &av);
+            }
+        }
+    }
+    t
+}
+
 /// One object in the requested form (a full object already in that version is not copied).
 pub fn render_object(
     _app: &AppState,
@@ -189,14 +234,14 @@ pub fn render_object(
         Output::Full => return to_version(obj, &av),
         Output::Meta => partial(obj),
         Output::Table(include) => {
-            let o = to_version(obj, &av);
-            let rv = o
+            let rv = obj
                 .pointer("/metadata/resourceVersion")
                 .cloned()
                 .unwrap_or(Value::Null);
-            render_table(
-                &columns(def, version),
-                &[(*o).clone()],
+            table_of(
+                def,
+                version,
+                vec![(**obj).clone()],
                 *include,
                 json!({ "resourceVersion": rv }),
             )
@@ -579,7 +624,9 @@ async fn resource(
             let selectors = Selectors::parse(q)?;
             let (table, _) = app.store.snapshot(&def.gr());
             for (k, obj) in table.iter() {
-                if ns.as_deref().is_some_and(|n| n != k.0) || !selectors.matches(&obj.value()) {
+                if ns.as_deref().is_some_and(|n| n != k.0)
+                    || !selectors.matches(&selectable(&def, version, obj))
+                {
                     continue;
                 }
                 match app.store.delete(&def, k, &dopts) {
@@ -698,7 +745,7 @@ fn list(
             break;
         }
         last = Some(k.clone());
-        if selectors.is_empty() || selectors.matches(&obj.value()) {
+        if selectors.is_empty() || selectors.matches(&selectable(def, version, obj)) {
             items.push(obj.clone());
         }
     }
@@ -712,11 +759,8 @@ fn list(
     let av = def.api_version(version);
     match output {
         Output::Table(include) => {
-            let objs: Vec<Value> = items
-                .iter()
-                .map(|o| (*to_version(&o.value(), &av)).clone())
-                .collect();
-            let t = render_table(&columns(def, version), &objs, *include, list_meta);
+            let objs: Vec<Value> = items.iter().map(|o| (*o.value()).clone()).collect();
+            let t = table_of(def, version, objs, *include, list_meta);
             Ok(json_response(StatusCode::OK, &t))
         }
         Output::Meta => {
@@ -741,7 +785,7 @@ fn list(
             );
             out.pop();
             out.extend_from_slice(b",\"items\":[");
-            let as_stored = version == def.storage_version;
+            let as_stored = av == def.storage_api_version();
             for (i, o) in items.iter().enumerate() {
                 if i > 0 {
                     out.push(b',');

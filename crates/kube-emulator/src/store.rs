@@ -189,14 +189,26 @@ fn metadata_mut(obj: &mut Value) -> &mut Map<String, Value> {
     }
 }
 
-/// Rewrites `apiVersion` to the requested version (CRD conversion strategy `None`).
+/// The object in the requested version: an Event converted between core/v1 and
+/// events.k8s.io/v1, anything else with `apiVersion` rewritten (CRD conversion strategy `None`).
 pub fn to_version(obj: &Arc<Value>, api_version: &str) -> Arc<Value> {
     if obj.get("apiVersion").and_then(Value::as_str) == Some(api_version) {
         return obj.clone();
     }
-    let mut o = (**obj).clone();
-    o["apiVersion"] = json!(api_version);
-    Arc::new(o)
+    Arc::new(into_version((**obj).clone(), api_version))
+}
+
+/// [`to_version`] of an owned object.
+pub fn into_version(mut obj: Value, api_version: &str) -> Value {
+    let from = obj
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if from != api_version && !builtin::convert_event(&mut obj, &from, api_version) {
+        obj["apiVersion"] = json!(api_version);
+    }
+    obj
 }
 
 /// The object without what the server may change on a no-op write.
@@ -1282,8 +1294,7 @@ impl State {
         if opts.dry_run {
             return Ok(Arc::new(obj));
         }
-        let storage_av = def.api_version(&def.storage_version);
-        obj["apiVersion"] = json!(storage_av);
+        let obj = into_version(obj, &def.storage_api_version());
         let stored = self.put(&gr, &key, obj, EventType::Added);
         if let Some(d) = crd_def {
             self.registry.defs.insert(d.gr(), Arc::new(d));
@@ -1442,7 +1453,7 @@ impl State {
         if opts.dry_run {
             return Ok(Arc::new(new));
         }
-        new["apiVersion"] = json!(def.api_version(&def.storage_version));
+        let new = into_version(new, &def.storage_api_version());
         if !meta_str(&new, "deletionTimestamp").is_empty() && finalizers(&new).is_empty() {
             let mut follow = VecDeque::new();
             self.put(&gr, key, new, EventType::Modified);

@@ -15,7 +15,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::error::ApiError;
 use crate::registry::ResourceDef;
-use crate::server::{AppState, Output, Selectors, partial_of, render_object};
+use crate::server::{AppState, Output, Selectors, partial_of, render_object, selectable};
 use crate::store::{Obj, WatchStart};
 
 const BOOKMARK_EVERY: Duration = Duration::from_secs(5);
@@ -48,7 +48,7 @@ fn event_line(
     output: &Output,
 ) -> Bytes {
     match output {
-        Output::Full if version == def.storage_version => {
+        Output::Full if api_version == def.storage_api_version() => {
             let mut v = Vec::with_capacity(obj.0.len() + 32);
             v.extend_from_slice(b"{\"type\":\"");
             v.extend_from_slice(typ.as_bytes());
@@ -58,10 +58,7 @@ fn event_line(
             Bytes::from(v)
         }
         Output::Meta => line(typ, &partial_of(obj)),
-        _ => {
-            let _ = api_version;
-            line(typ, &render_object(app, def, version, &obj.value(), output))
-        }
+        _ => line(typ, &render_object(app, def, version, &obj.value(), output)),
     }
 }
 
@@ -141,7 +138,7 @@ pub fn watch(
             if params.namespace.as_deref().is_some_and(|want| want != ns) {
                 return false;
             }
-            params.selectors.is_empty() || params.selectors.matches(&obj.value())
+            params.selectors.is_empty() || params.selectors.matches(&selectable(&def, &version, obj))
         };
         for (typ, ns, obj) in replay {
             if !wanted(&ns, &obj) {
