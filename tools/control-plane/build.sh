@@ -11,8 +11,7 @@
 #   export OKMS_CONTROL_PLANE_BIN="$(tools/control-plane/build.sh | tail -n1)"
 # points the tests at it.
 #
-# Environment: OKMS_CONTROL_PLANE_CACHE (default <repo>/target/control-plane), OKMS_CLI_SRC (a
-# checkout of github.com/ovh/okms-cli, used when the module proxy does not serve that module).
+# Environment: OKMS_CONTROL_PLANE_CACHE (default <repo>/target/control-plane).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -102,21 +101,12 @@ build_helm() {
 
 build_okms() {
   local dir="$here/okms-cli" v
-  if [ -n "${OKMS_CLI_SRC:-}" ]; then
-    # A checkout of the CLI: built in place (its own go.mod), dependencies from the module proxy;
-    # keyed by its go.mod and go.sum.
-    v="src:$(cat "$OKMS_CLI_SRC/go.mod" "$OKMS_CLI_SRC/go.sum" | sha256sum | cut -c1-16)"
-    if ! needs okms "$v"; then log "okms $v: cached"; return; fi
-    timed "okms from $OKMS_CLI_SRC" bash -c 'cd "$0" && go build -ldflags="-s -w" -o "$1" ./cmd/okms' \
-      "$OKMS_CLI_SRC" "$cache/okms"
-  else
-    v="$(awk '$1 == "require" && $2 == "github.com/ovh/okms-cli" { print $3; exit }' "$dir/go.mod")"
-    if ! needs okms "$v"; then log "okms $v: cached"; return; fi
-    if ! timed "okms $v" bash -c 'cd "$0" && go build -ldflags="-s -w" -o "$1" github.com/ovh/okms-cli/cmd/okms' \
-      "$dir" "$cache/okms"; then
-      log "the module proxy did not serve github.com/ovh/okms-cli $v: set OKMS_CLI_SRC to a checkout of it"
-      return 1
-    fi
+  v="$(awk '$1 == "require" && $2 == "github.com/ovh/okms-cli" { print $3; exit }' "$dir/go.mod")"
+  if ! needs okms "$v"; then log "okms $v: cached"; return; fi
+  if ! timed "okms $v" bash -c 'cd "$0" && go build -ldflags="-s -w" -o "$1" github.com/ovh/okms-cli/cmd/okms' \
+    "$dir" "$cache/okms"; then
+    log "the module proxy did not serve github.com/ovh/okms-cli $v"
+    return 1
   fi
   stamp okms "$v"
 }
