@@ -4,7 +4,9 @@
 //! something new on every sync, a source rewritten by a loop elsewhere — an object that wrote
 //! [`MAX_WRITES`] versions within [`WINDOW`] stops writing for [`PAUSE`] and reports
 //! `TooManyWrites`. It keeps mirroring meanwhile. The count lives in memory: a restarted operator
-//! starts counting again, which still bounds a loop to [`MAX_WRITES`] per restart.
+//! starts counting again, which still bounds a loop to [`MAX_WRITES`] per restart. Only new
+//! versions of an existing secret are counted: a create happens once per path (10 000 first
+//! syncs would otherwise hold 10 000 entries for the whole window, about 1 MiB).
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};

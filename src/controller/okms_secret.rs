@@ -323,10 +323,7 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
             .create_secret(path, &SecretData(desired.clone()), Some(&settings))
             .await
         {
-            Ok(meta) => {
-                ctx.breaker.record(&writes_key);
-                created = Some(meta)
-            }
+            Ok(meta) => created = Some(meta),
             Err(e) if matches!(e.status(), Some(400 | 409)) => {}
             Err(e) => return Err(e.into()),
         }
@@ -356,7 +353,7 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
                 Some(meta) => meta,
                 None => {
                     ctx.breaker.check(&writes_key, path)?;
-                    let meta = client
+                    client
                         .create_secret(path, &SecretData(desired.clone()), Some(&settings))
                         .await
                         .map_err(|e| match e.is_conflict() || e.status() == Some(409) {
@@ -364,9 +361,7 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
                                 path: path.to_string(),
                             },
                             false => e.into(),
-                        })?;
-                    ctx.breaker.record(&writes_key);
-                    meta
+                        })?
                 }
             };
             let v = meta.current_version.unwrap_or(1);
