@@ -81,14 +81,6 @@ fn connections_in(client: &kube::Client) -> Api<OkmsConnection> {
 }
 
 /// The message of an OkmsSecret's Ready condition.
-fn ready_message(o: &okms_operator::crd::OkmsSecret) -> String {
-    o.status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-        .map(|c| c.message.clone())
-        .unwrap_or_default()
-}
-
 fn ca(env: &Env) -> String {
     std::fs::read_to_string(env.okms.ca_pem_path()).expect("CA")
 }
@@ -405,7 +397,7 @@ async fn a_host_outside_the_allow_list_gets_no_request_and_no_credential() {
     let o = env
         .wait_reason("exfiltrate", "False", &["NotAllowed"])
         .await;
-    let message = ready_message(&o);
+    let message = common::ready_message(&o);
     assert!(message.contains("--allowed-endpoints"), "{message}");
     // the positive control: an allowed host works in the same run
     wait_connection(&env, common::CONNECTION, "True", "Connected").await;
@@ -447,7 +439,7 @@ async fn a_path_created_by_someone_else_between_read_and_create_backs_off() {
     )
     .await;
     let o = env.wait_reason("raced", "False", &["Conflict"]).await;
-    let message = ready_message(&o);
+    let message = common::ready_message(&o);
     assert!(
         message.contains("created by someone else") && !message.contains("concurrent writers"),
         "{message}"

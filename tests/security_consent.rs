@@ -9,16 +9,6 @@ use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 use common::Env;
-use okms_operator::crd::OkmsSecret;
-
-fn ready_message(o: &OkmsSecret) -> String {
-    o.status
-        .iter()
-        .flat_map(|s| &s.conditions)
-        .find(|c| c.type_ == "Ready")
-        .map(|c| c.message.clone())
-        .unwrap_or_default()
-}
 
 fn merge(path: &str, target: &str, data: serde_json::Value) -> serde_json::Value {
     json!({"connectionRef": {"name": "okms"}, "path": path, "source": {"inline": data},
@@ -46,7 +36,7 @@ async fn merge_needs_the_secrets_consent() {
     let o = env
         .wait_reason("uninvited", "False", &["TargetConflict"])
         .await;
-    let message = ready_message(&o);
+    let message = common::ready_message(&o);
     assert!(message.contains("okms.dev/allow-merge-from"), "{message}");
     let after = env.secrets().get("app-config").await.unwrap();
     assert_eq!(
@@ -68,7 +58,8 @@ async fn merge_needs_the_secrets_consent() {
         || async {
             let o = env.okms_secrets().get("uninvited").await.ok()?;
             let events = env.events_of("uninvited").await;
-            (ready_message(&o).contains("allow-merge-from") && !events.is_empty()).then_some(())
+            (common::ready_message(&o).contains("allow-merge-from") && !events.is_empty())
+                .then_some(())
         },
     )
     .await;
@@ -93,7 +84,7 @@ async fn merge_never_touches_a_connections_credentials() {
     let o = env
         .wait_reason("steal-key", "False", &["TargetConflict"])
         .await;
-    assert!(ready_message(&o).contains("credentials"));
+    assert!(common::ready_message(&o).contains("credentials"));
     // the connection still works: another object syncs through it (positive control)
     env.apply_okms_secret(
         "control",

@@ -466,6 +466,16 @@ pub async fn apply(client: &Client, obj: Value) {
     .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
 }
 
+/// The message of an OkmsSecret's Ready condition ("" without one).
+#[allow(dead_code)]
+pub fn ready_message(o: &OkmsSecret) -> String {
+    o.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
 pub async fn create_secret_typed<const N: usize>(
     client: &Client,
     ns: &str,
