@@ -20,7 +20,7 @@ where
     let start = Instant::now();
     while !check().await {
         assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await; // poll interval of a deadline wait
+        tokio::time::sleep(Duration::from_millis(100)).await; // allowed: poll interval of a deadline wait
     }
 }
 

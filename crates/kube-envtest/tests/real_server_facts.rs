@@ -105,7 +105,7 @@ async fn events_are_one_resource_and_an_apply_that_creates_needs_create() {
     {
         tries += 1;
         assert!(tries < 200, "apply to an existing Secret with `patch`: {e}");
-        tokio::time::sleep(Duration::from_millis(50)).await; // poll interval of a deadline wait
+        tokio::time::sleep(Duration::from_millis(50)).await; // allowed: poll interval of a deadline wait
     }
     match as_user
         .patch("new", &pp, &Patch::Apply(&apply("new")))
