@@ -384,7 +384,7 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
     // settings drift (and adopting an unclaimed path): metadata-only update, no new version
     if written.is_none()
         && desired.is_some()
-        && let Some(update) = plan::settings_drift(spec.remote.as_ref(), &metadata, Some(&me))
+        && let Some(update) = plan::settings_drift(spec.remote.as_ref(), &metadata, &me)
     {
         client
             .update_secret(path, Some(current), Some(&update), None)

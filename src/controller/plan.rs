@@ -151,25 +151,24 @@ fn validate_remote(remote: &RemoteSettings) -> Result<(), Error> {
     Ok(())
 }
 
-/// The metadata-only update that brings remote settings to the spec, if any differ. Only fields
-/// set in the spec are managed; the others are left to whoever set them.
+/// The metadata-only update that brings remote settings to the spec, and the owner record onto
+/// the secret, if any differ. Only fields set in the spec are managed; the others are left to
+/// whoever set them.
 pub fn settings_drift(
     desired: Option<&RemoteSettings>,
     actual: &SecretMetadata,
-    owner: Option<&str>,
+    owner: &str,
 ) -> Option<MetadataSpec> {
     let mut update = MetadataSpec::default();
     // the owner record is kept beside whatever custom metadata is managed (the spec's, else the
     // entries already there), so claiming a path never drops anyone's entries
-    if let Some(owner) = owner {
-        let mut meta = match desired.and_then(|d| d.custom_metadata.as_ref()) {
-            Some(wanted) => wanted.clone(),
-            None => actual.custom_metadata.clone().unwrap_or_default(),
-        };
-        meta.insert(OWNER_KEY.to_string(), owner.to_string());
-        if actual.custom_metadata.as_ref() != Some(&meta) {
-            update.custom_metadata = Some(meta);
-        }
+    let mut meta = match desired.and_then(|d| d.custom_metadata.as_ref()) {
+        Some(wanted) => wanted.clone(),
+        None => actual.custom_metadata.clone().unwrap_or_default(),
+    };
+    meta.insert(OWNER_KEY.to_string(), owner.to_string());
+    if actual.custom_metadata.as_ref() != Some(&meta) {
+        update.custom_metadata = Some(meta);
     }
     let Some(desired) = desired else {
         return (!update.is_empty()).then_some(update);
@@ -193,12 +192,6 @@ pub fn settings_drift(
         if !same {
             update.deactivate_version_after = Some(d.to_string());
         }
-    }
-    if owner.is_none()
-        && let Some(meta) = &desired.custom_metadata
-        && actual.custom_metadata.clone().unwrap_or_default() != *meta
-    {
-        update.custom_metadata = Some(meta.clone());
     }
     (!update.is_empty()).then_some(update)
 }
@@ -444,22 +437,29 @@ mod tests {
             deactivate_version_after: Some("1d".into()),
             custom_metadata: None,
         };
+        let owned = Some(std::collections::BTreeMap::from([(
+            OWNER_KEY.to_string(),
+            "me".to_string(),
+        )]));
         let actual = SecretMetadata {
             max_versions: Some(5),
             deactivate_version_after: Some("24h".into()),
             cas_required: Some(true),
+            custom_metadata: owned.clone(),
             ..Default::default()
         };
-        assert_eq!(settings_drift(Some(&desired), &actual, None), None);
+        assert_eq!(settings_drift(Some(&desired), &actual, "me"), None);
         let actual = SecretMetadata {
             max_versions: Some(10),
+            custom_metadata: owned,
             ..Default::default()
         };
-        let update = settings_drift(Some(&desired), &actual, None).unwrap();
+        let update = settings_drift(Some(&desired), &actual, "me").unwrap();
         assert_eq!(update.max_versions, Some(5));
         assert_eq!(update.deactivate_version_after.as_deref(), Some("1d"));
         assert_eq!(update.cas_required, None);
-        assert_eq!(settings_drift(None, &actual, None), None);
+        assert_eq!(update.custom_metadata, None);
+        assert_eq!(settings_drift(None, &actual, "me"), None);
     }
 
     #[test]
@@ -568,7 +568,7 @@ mod tests {
             "tf".to_string(),
             "1".to_string(),
         )]));
-        let claim = settings_drift(None, &unclaimed, Some(&me)).unwrap();
+        let claim = settings_drift(None, &unclaimed, &me).unwrap();
         let written = claim.custom_metadata.unwrap();
         assert_eq!(written.get(OWNER_KEY), Some(&me));
         assert_eq!(written.get("tf").map(String::as_str), Some("1"));
@@ -577,7 +577,7 @@ mod tests {
             custom_metadata: Some(written),
             ..Default::default()
         };
-        assert_eq!(settings_drift(None, &claimed, Some(&me)), None);
+        assert_eq!(settings_drift(None, &claimed, &me), None);
         // a create carries the record; the spec cannot spoof it
         let created = create_settings(None, &me);
         assert_eq!(created.custom_metadata.unwrap().get(OWNER_KEY), Some(&me));
@@ -674,7 +674,7 @@ mod tests {
                 max_versions: Some(rng.random()),
                 ..Default::default()
             };
-            let _ = settings_drift(spec.remote.as_ref(), &actual, Some(&word(&mut rng)));
+            let _ = settings_drift(spec.remote.as_ref(), &actual, &word(&mut rng));
             let _ = create_settings(spec.remote.as_ref(), &word(&mut rng));
             if let Some(Ok(interval)) = spec.refresh_interval.as_ref().map(|i| i.get()) {
                 let _ = jittered(interval, rng.random());
