@@ -28,6 +28,12 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// The state file of a persisted emulator (`Options::state_file`).
+    #[error("state file {path}: {message}")]
+    State {
+        path: std::path::PathBuf,
+        message: String,
+    },
 }
 
 /// A failed API call, rendered as a `metav1.Status` body.

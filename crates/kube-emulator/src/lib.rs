@@ -3,6 +3,7 @@
 //!
 //! [`start`] binds the server (port 0 picks one), optionally writes a kubeconfig, and returns a
 //! [`KubeEmulator`] handle with a ready [`kube::Client`], fault injection and request counters.
+//! The store is in memory; [`Options::state_file`] also keeps it in a file across restarts.
 
 pub mod patch;
 pub mod schema;
@@ -17,6 +18,7 @@ pub mod error;
 pub mod faults;
 pub mod kubeconfig;
 pub mod openapi;
+pub mod persist;
 pub mod protobuf;
 pub mod registry;
 pub mod server;
@@ -40,6 +42,9 @@ const BROADCAST_CAPACITY: usize = 16_384;
 pub struct Options {
     pub listen: SocketAddr,
     pub kubeconfig: Option<PathBuf>,
+    /// Keep the store in this file across restarts (opt-in; `None`: memory only): loaded at
+    /// start when it exists, saved after changes (debounced) and on shutdown, atomically.
+    pub state_file: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -47,8 +52,16 @@ impl Default for Options {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             kubeconfig: None,
+            state_file: None,
         }
     }
+}
+
+/// The snapshot writer of a persisted emulator.
+struct Persistence {
+    path: PathBuf,
+    cancel: tokio_util::sync::CancellationToken,
+    writer: tokio::task::JoinHandle<()>,
 }
 
 /// A running emulator.
@@ -60,10 +73,24 @@ pub struct KubeEmulator {
     control: Arc<faults::Control>,
     shutdown: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    persistence: Option<Persistence>,
+    restored: bool,
 }
 
 /// Binds, starts serving, writes the kubeconfig (with the real port) when asked.
 pub async fn start(opts: Options) -> Result<KubeEmulator, Error> {
+    let store = Arc::new(store::Store::new(DEFAULT_WATCH_HISTORY, BROADCAST_CAPACITY));
+    // read the state before binding: a damaged file stops the start with nothing listening
+    let mut restored = false;
+    if let Some(path) = &opts.state_file
+        && let Some(contents) = persist::load(path)?
+    {
+        store.restore(contents).map_err(|message| Error::State {
+            path: path.clone(),
+            message: format!("not a valid kube-emulator state file: {message}"),
+        })?;
+        restored = true;
+    }
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .map_err(|source| Error::Bind {
@@ -75,7 +102,6 @@ pub async fn start(opts: Options) -> Result<KubeEmulator, Error> {
         source,
     })?;
     let url = format!("http://{addr}");
-    let store = Arc::new(store::Store::new(DEFAULT_WATCH_HISTORY, BROADCAST_CAPACITY));
     let control = Arc::new(faults::Control::default());
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
     let app = Arc::new(server::AppState {
@@ -101,7 +127,23 @@ pub async fn start(opts: Options) -> Result<KubeEmulator, Error> {
         })?;
     }
     let client = build_client(&url)?;
-    tracing::info!(%url, "kube-emulator listening");
+    let persistence = opts.state_file.map(|path| {
+        let changed = Arc::new(tokio::sync::Notify::new());
+        store.notify_changes(changed.clone());
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let writer = tokio::spawn(persist::run(
+            store.clone(),
+            changed,
+            path.clone(),
+            cancel.clone(),
+        ));
+        Persistence {
+            path,
+            cancel,
+            writer,
+        }
+    });
+    tracing::info!(%url, state_file = ?persistence.as_ref().map(|p| &p.path), restored, "kube-emulator listening");
     Ok(KubeEmulator {
         addr,
         kubeconfig: opts.kubeconfig,
@@ -110,6 +152,8 @@ pub async fn start(opts: Options) -> Result<KubeEmulator, Error> {
         control,
         shutdown,
         task,
+        persistence,
+        restored,
     })
 }
 
@@ -172,7 +216,20 @@ impl KubeEmulator {
         self.store.resource_version()
     }
 
-    /// Stops serving and ends every open watch.
+    /// Whether the store was loaded from [`Options::state_file`] (false: it started empty).
+    pub fn restored(&self) -> bool {
+        self.restored
+    }
+
+    /// Saves the store to [`Options::state_file`] now (nothing to do without one).
+    pub async fn save_state(&self) -> Result<(), Error> {
+        match &self.persistence {
+            Some(p) => persist::save(&self.store, &p.path).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Stops serving, ends every open watch, and saves the state file of a persisted store.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let mut task = self.task;
@@ -181,6 +238,13 @@ impl KubeEmulator {
             .is_err()
         {
             task.abort();
+        }
+        if let Some(p) = self.persistence {
+            p.cancel.cancel();
+            let _ = p.writer.await;
+            if let Err(e) = persist::save(&self.store, &p.path).await {
+                tracing::error!(error = %e, "cannot save the final kube-emulator state");
+            }
         }
     }
 }

@@ -1,5 +1,5 @@
 #![forbid(unsafe_code)]
-//! `kube-emulator --listen 127.0.0.1:6443 --kubeconfig PATH`
+//! `kube-emulator --listen 127.0.0.1:6443 --kubeconfig PATH [--state-file PATH]`
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,6 +23,10 @@ struct Args {
     /// Where to write a kubeconfig pointing at the server (with the real port).
     #[arg(long, env = "KUBE_EMULATOR_KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
+    /// Keep every object in this file across restarts (default: memory only). Saved shortly
+    /// after each change and on Ctrl-C, atomically; delete the file to start empty.
+    #[arg(long, env = "KUBE_EMULATOR_STATE_FILE")]
+    state_file: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -37,6 +41,7 @@ async fn main() -> anyhow::Result<()> {
     let emu = kube_emulator::start(kube_emulator::Options {
         listen: args.listen,
         kubeconfig: args.kubeconfig,
+        state_file: args.state_file,
     })
     .await?;
     println!("kube-emulator listening on {}", emu.url());

@@ -267,6 +267,17 @@ pub struct State {
     /// only the watchers of its own resource.
     events: HashMap<Gr, broadcast::Sender<Arc<WatchEvent>>>,
     broadcast_capacity: usize,
+    /// resourceVersion the store was restored at: a watch from before it missed what happened
+    /// before the save and gets `410 Gone`, as from before an evicted event.
+    restored_floor: u64,
+    /// Woken after every committed change (the snapshot writer of a persisted store).
+    changed: Option<Arc<tokio::sync::Notify>>,
+}
+
+/// A persisted store's contents: the global resourceVersion and every resource's objects.
+pub struct Contents {
+    pub resource_version: u64,
+    pub tables: Vec<(Gr, Table)>,
 }
 
 /// The shared store.
@@ -287,6 +298,8 @@ impl Store {
             snapshots: VecDeque::new(),
             events: HashMap::new(),
             broadcast_capacity: broadcast_capacity.max(1),
+            restored_floor: 0,
+            changed: None,
         };
         let ns_def = st.registry.get("", "namespaces").cloned();
         if let Some(def) = ns_def {
@@ -319,6 +332,75 @@ impl Store {
 
     pub fn resource_version(&self) -> u64 {
         self.state.lock().rv
+    }
+
+    /// Wakes `notify` after every committed change from now on.
+    pub fn notify_changes(&self, notify: Arc<tokio::sync::Notify>) {
+        self.state.lock().changed = Some(notify);
+    }
+
+    /// Every object as of now; O(resources), the tables are persistent maps.
+    pub fn contents(&self) -> Contents {
+        let st = self.state.lock();
+        Contents {
+            resource_version: st.rv,
+            tables: st
+                .tables
+                .iter()
+                .filter(|(_, t)| !t.is_empty())
+                .map(|(gr, t)| (gr.clone(), t.clone()))
+                .collect(),
+        }
+    }
+
+    /// Replaces everything with saved contents, before the store serves: the objects, the
+    /// indexes (uids, owners), the resources their CRDs serve, and a resourceVersion no lower
+    /// than any object's, so versions keep increasing across restarts.
+    pub fn restore(&self, contents: Contents) -> Result<(), String> {
+        let crd_gr: Gr = (
+            "apiextensions.k8s.io".into(),
+            "customresourcedefinitions".into(),
+        );
+        let mut st = self.state.lock();
+        st.tables.clear();
+        st.uids.clear();
+        st.dependents.clear();
+        st.history.clear();
+        st.snapshots.clear();
+        st.registry = Registry::with_builtins();
+        let mut rv = contents.resource_version;
+        for (gr, table) in contents.tables {
+            for (key, obj) in table.iter() {
+                let value = obj.value();
+                if let Some(v) = value
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+                    .and_then(|v| v.parse::<u64>().ok())
+                {
+                    rv = rv.max(v);
+                }
+                st.reindex(&gr, key, None, Some(&value));
+            }
+            st.tables.insert(gr, table);
+        }
+        let crds: Vec<Obj> = st
+            .tables
+            .get(&crd_gr)
+            .map(|t| t.values().cloned().collect())
+            .unwrap_or_default();
+        for obj in crds {
+            let def = crd::resource_def(&obj.value()).map_err(|e| {
+                format!(
+                    "CustomResourceDefinition {}: {}",
+                    meta_str(&obj.value(), "name"),
+                    e.message
+                )
+            })?;
+            st.registry.defs.insert(def.gr(), Arc::new(def));
+        }
+        st.rv = rv;
+        st.restored_floor = rv;
+        Ok(())
     }
 
     pub fn get(&self, gr: &Gr, key: &ObjKey) -> Option<Arc<Value>> {
@@ -382,8 +464,8 @@ impl Store {
                 .unwrap_or_default(),
             WatchStart::From(rv) => {
                 let (floor, events) = match st.history.get(gr) {
-                    Some(h) => (h.floor, Some(&h.events)),
-                    None => (0, None),
+                    Some(h) => (h.floor.max(st.restored_floor), Some(&h.events)),
+                    None => (st.restored_floor, None),
                 };
                 if rv < floor {
                     return Err(ApiError::expired(format!(
@@ -752,6 +834,9 @@ impl State {
         }
         if let Some(tx) = self.events.get(gr) {
             let _ = tx.send(ev);
+        }
+        if let Some(n) = &self.changed {
+            n.notify_one();
         }
     }
 
