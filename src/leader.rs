@@ -9,6 +9,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ObjectMeta, PostParams};
 use tracing::{info, warn};
 
+use crate::fence::Fence;
+
 /// Timing of the election.
 #[derive(Debug, Clone)]
 pub struct LeaseConfig {
@@ -45,6 +47,7 @@ pub enum Attempt {
 pub struct Elector {
     api: Api<Lease>,
     config: LeaseConfig,
+    fence: Option<Fence>,
 }
 
 impl Elector {
@@ -52,6 +55,21 @@ impl Elector {
         Self {
             api: Api::namespaced(client, &config.namespace),
             config,
+            fence: None,
+        }
+    }
+
+    /// Each acquire or renewal opens `fence` until the lease could first be lost: two thirds of
+    /// the lease duration after the attempt began (a standby takes over only after the whole
+    /// duration, so the last third is the margin for a request already on its way).
+    pub fn with_fence(mut self, fence: Fence) -> Self {
+        self.fence = Some(fence);
+        self
+    }
+
+    fn held_from(&self, attempt_began: std::time::Instant) {
+        if let Some(fence) = &self.fence {
+            fence.renewed_until(attempt_began + self.config.duration.mul_f64(2.0 / 3.0));
         }
     }
 
@@ -61,6 +79,15 @@ impl Elector {
 
     /// One acquire-or-renew attempt. A lost race (409) is reported as `Standby`.
     pub async fn try_acquire(&self) -> Result<Attempt, kube::Error> {
+        let began = std::time::Instant::now();
+        let attempt = self.try_acquire_once().await;
+        if let Ok(Attempt::Leading) = attempt {
+            self.held_from(began);
+        }
+        attempt
+    }
+
+    async fn try_acquire_once(&self) -> Result<Attempt, kube::Error> {
         let now = Timestamp::now();
         let duration_secs =
             i32::try_from(self.config.duration.as_secs().max(1)).unwrap_or(i32::MAX);

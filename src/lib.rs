@@ -10,6 +10,7 @@ pub mod controller;
 pub mod crd;
 pub mod duration;
 pub mod error;
+pub mod fence;
 pub mod hmac;
 pub mod http;
 pub mod isolation;

@@ -102,6 +102,11 @@ struct RunArgs {
     /// How long a leader's Lease is valid without renewal (a standby takes over after it).
     #[arg(long, env = "OKMS_OPERATOR_LEASE_DURATION", default_value = "15s")]
     lease_duration: okms_operator::duration::FlagDuration,
+    /// After SIGTERM: how long in-flight reconciles may finish (none starts) before every
+    /// further OKMS request and Kubernetes write is refused and the process exits. Keep it below
+    /// the pod's terminationGracePeriodSeconds and, with leader election, the lease duration.
+    #[arg(long, env = "OKMS_OPERATOR_SHUTDOWN_GRACE", default_value = "10s")]
+    shutdown_grace: okms_operator::duration::FlagDuration,
     /// Namespace of the operator's own objects (HMAC key Secret, Lease); default: $POD_NAMESPACE,
     /// then okms-system.
     #[arg(long, env = "OKMS_OPERATOR_OPERATOR_NAMESPACE")]
@@ -153,10 +158,33 @@ fn main() -> anyhow::Result<()> {
             print!("{}", okms_operator::crd::crds_yaml());
             Ok(())
         }
-        Some(Command::Run(args)) => on_worker(args),
-        Some(Command::Sandbox(args)) => runtime.block_on(sandbox(args)),
-        None => on_worker(cli.run),
+        Some(Command::Run(args)) => run_on_worker(runtime, args),
+        Some(Command::Sandbox(args)) => {
+            // the sandbox is run by people trying it out: one line saying what went wrong
+            // (anyhow's Debug form adds a backtrace with RUST_BACKTRACE=1), and exit status 1
+            if let Err(e) = runtime.block_on(sandbox(args)) {
+                eprintln!("error: {e:#}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        None => run_on_worker(runtime, cli.run),
     }
+}
+
+/// Runs the operator on a worker, not on this thread: `block_on` polls its future on the calling
+/// thread, so the controllers would run here while their connections run on the workers, and
+/// every response would wake another thread (a context switch per request).
+fn run_on_worker(runtime: tokio::runtime::Runtime, args: RunArgs) -> anyhow::Result<()> {
+    let outcome = runtime.block_on(async {
+        tokio::spawn(run(args))
+            .await
+            .context("the operator's main task panicked")?
+    });
+    // work still running when `run` returned (a reconcile past the shutdown grace, behind the
+    // closed fence) is dropped, not waited for
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    outcome
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -175,6 +203,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .get()
         .map_err(|e| anyhow::anyhow!("--lease-duration: {e}"))?
         .max(Duration::from_secs(1));
+    let mut shutdown_grace = args
+        .shutdown_grace
+        .get()
+        .map_err(|e| anyhow::anyhow!("--shutdown-grace: {e}"))?;
+    if args.leader_election && shutdown_grace >= lease_duration {
+        // a replica finishing its work after its lease could be taken would overlap the next
+        shutdown_grace = lease_duration.mul_f64(2.0 / 3.0);
+        tracing::warn!(grace = ?shutdown_grace, "--shutdown-grace must be shorter than --lease-duration; using two thirds of the lease");
+    }
     let client = kube::Client::try_default()
         .await
         .context("no Kubernetes configuration found (in-cluster or KUBECONFIG)")?;
@@ -224,11 +261,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
 
+    // every OKMS request and Kubernetes write of the controllers passes this fence
+    let fence = okms_operator::fence::Fence::default();
     let elector = args.leader_election.then(|| {
         Elector::new(
             client.clone(),
             LeaseConfig::new(&operator_namespace, &leader::identity(), lease_duration),
         )
+        .with_fence(fence.clone())
     });
     // the controllers stop on shutdown, and on loss of leadership
     let (run_tx, run_rx) = tokio::sync::watch::channel(false);
@@ -248,7 +288,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     metrics.leader.set(1);
 
-    let ctx = Context::new(client, config, hmac, metrics.clone()).with_health(health);
+    let ctx =
+        Context::fenced(client, config, hmac, metrics.clone(), fence.clone()).with_health(health);
     let controllers = controller::run(ctx, run_rx);
     tokio::pin!(controllers);
     let mut stop = stop_rx.clone();
@@ -265,8 +306,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         _ = &mut controllers => {}
         lost_it = keep => {
             lost = lost_it;
+            // no reconcile starts from now on
             let _ = run_tx.send(true);
-            controllers.await;
+            if lost {
+                // another replica may already be writing: nothing more leaves this one
+                fence.close();
+            } else if tokio::time::timeout(shutdown_grace, &mut controllers).await.is_err() {
+                tracing::warn!(grace = ?shutdown_grace, "shutdown grace over: refusing every further write and exiting");
+            }
+            fence.close();
         }
     }
     metrics.leader.set(0);

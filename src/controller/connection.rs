@@ -441,6 +441,7 @@ pub async fn client_for(ctx: &Context, conn: &Fetched) -> Result<Resolved> {
     });
     let metrics = ctx.metrics.clone();
     config.observer = Some(Arc::new(move |r| metrics.okms_request(r)));
+    config.fence = Some(ctx.fence.clone());
     let client = OkmsClient::new(config).map_err(|e| not_ready(e.to_string()))?;
     let resolved = Resolved {
         client,

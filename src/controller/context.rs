@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::controller::breaker::WriteBreaker;
 use crate::controller::connection::ConnectionCache;
 use crate::crd::{ClusterOkmsConnection, OkmsConnection, OkmsSecret};
+use crate::fence::Fence;
 use crate::hmac::HmacKey;
 use crate::http::Health;
 use crate::metrics::Metrics;
@@ -25,7 +26,10 @@ pub const FIELD_MANAGER: &str = "okms-operator";
 
 /// What every reconcile gets.
 pub struct Context {
+    /// Refuses every write while `fence` is closed or lapsed (see [`crate::fence`]).
     pub client: kube::Client,
+    /// Whether this replica may still write to OKMS or Kubernetes.
+    pub fence: Fence,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub config: Config,
@@ -120,7 +124,20 @@ impl Context {
         hmac: HmacKey,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
+        Self::fenced(client, config, hmac, metrics, Fence::default())
+    }
+
+    /// A context whose every OKMS request and Kubernetes write passes `fence` first.
+    pub fn fenced(
+        client: kube::Client,
+        config: Config,
+        hmac: HmacKey,
+        metrics: Arc<Metrics>,
+        fence: Fence,
+    ) -> Arc<Self> {
+        let client = crate::fence::guard(client, fence.clone());
         Arc::new(Self {
+            fence,
             recorder: Recorder::new(client.clone(), std::env::var("POD_NAME").ok()),
             client,
             metrics,

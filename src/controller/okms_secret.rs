@@ -337,10 +337,15 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
             Err(e) => return Err(e.into()),
         },
     };
+    // the current version as the cheap check saw it (not a pinned one), for its expiry
+    let mut current_seen = None;
     let (metadata, mut current, mut current_state) = match remote {
         Some(s) => {
             let current = s.metadata.current_version.unwrap_or(0);
             let state = s.version.as_ref().map(|v| (v.id, v.state));
+            if spec.version.is_none() {
+                current_seen = s.version;
+            }
             (s.metadata, current, state)
         }
         None => {
@@ -376,6 +381,22 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
         }
     };
 
+    // The remote secret's identity: one deleted and recreated at the same path (even back at
+    // the version number status names) voids what status says about it, and is read in full.
+    let remote_prev = if plan::same_remote(prev, &metadata) {
+        prev
+    } else {
+        events.push((
+            "RemoteRecreated",
+            format!(
+                "OKMS secret {path:?} was deleted and recreated since the last sync (createdAt {} → {}): read it again",
+                prev.and_then(|p| p.remote_created_at.as_deref()).unwrap_or("?"),
+                plan::remote_identity(&metadata).unwrap_or_default()
+            ),
+        ));
+        None
+    };
+
     // One writer per path: a path owned by another object (or cluster) is not touched. A
     // mirror-only object never writes, so it needs no ownership and corrects no settings.
     if desired.is_some() {
@@ -396,16 +417,27 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
         ));
     }
 
+    // A current version OKMS deactivated by expiry (`deactivateVersionAfter`): a push object
+    // writes its data again (README "Version expiry"); a hand-made deactivation is a rollback.
+    let expired = match &current_seen {
+        Some(v) if v.state != VersionState::Active && v.id == current => {
+            let ttl = effective_version_ttl(&client, &metadata).await?;
+            plan::expired(v, ttl).then(|| (v.id, ttl.unwrap_or_default()))
+        }
+        _ => None,
+    };
+
     // push: a new version only when the desired data differs from the remote current version
     if let (Some(desired), Some(hmac)) = (&desired, &desired_hmac)
         && written.is_none()
         && spec.update_policy.unwrap_or_default() == UpdatePolicy::Overwrite
     {
         let mut attempts = 0;
-        while plan::must_compare_remote(prev, hmac, current) {
+        while expired.is_some() || plan::must_compare_remote(remote_prev, hmac, current) {
             attempts += 1;
             let version = client.get_version(path, current, true).await?;
-            if !plan::must_push(&version, desired, prev, hmac) {
+            let expired_now = expired.filter(|(id, _)| *id == version.id);
+            if expired_now.is_none() && !plan::must_push(&version, desired, remote_prev, hmac) {
                 if version.state == VersionState::Active {
                     known = Some((current, desired.clone()));
                 }
@@ -429,6 +461,15 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
                     known = Some((v, desired.clone()));
                     current = v;
                     current_state = Some((v, VersionState::Active));
+                    if let Some((old, ttl)) = expired_now {
+                        events.push((
+                            "VersionExpired",
+                            format!(
+                                "version {old} of OKMS secret {path:?} expired (deactivateVersionAfter {}): its data is written again; change the source to rotate the value",
+                                crate::duration::display(ttl)
+                            ),
+                        ));
+                    }
                     events.push((
                         "VersionWritten",
                         format!("wrote version {v} of OKMS secret {path:?}"),
@@ -464,15 +505,16 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
         (None, Some((id, VersionState::Active))) if id == current => current,
         (None, _) => {
             let versions = client.list_all_versions(path).await?;
-            plan::version_to_mirror(None, &versions).ok_or_else(|| {
-                Error::VersionInactive(format!("OKMS secret {path:?} has no active version"))
-            })?
+            match plan::version_to_mirror(None, &versions) {
+                Some(v) => v,
+                None => return Err(no_active_version(&client, path, &metadata, &versions).await),
+            }
         }
     };
 
     // mirror, unless the target already holds exactly that version's rendering
     let target_hmac = existing.as_ref().map(|s| hmac.digest_map(&secret_bytes(s)));
-    let up_to_date = prev.is_some_and(|p| {
+    let up_to_date = remote_prev.is_some_and(|p| {
         p.synced_version == Some(mirror) && p.data_hmac.is_some() && p.data_hmac == target_hmac
     }) && existing
         .as_ref()
@@ -576,6 +618,7 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
         data_hmac,
         secret_name: Some(target_name),
         last_sync_time,
+        remote_created_at: plan::remote_identity(&metadata),
     };
     Ok(Outcome {
         status,
@@ -585,6 +628,44 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
         changed,
         recheck,
     })
+}
+
+/// Why nothing can be mirrored: no version is active, and the newest one may have expired.
+async fn no_active_version(
+    client: &crate::okms::OkmsClient,
+    path: &str,
+    metadata: &crate::okms::SecretMetadata,
+    versions: &[crate::okms::SecretVersion],
+) -> Error {
+    let ttl = match effective_version_ttl(client, metadata).await {
+        Ok(ttl) => ttl,
+        Err(e) => return e,
+    };
+    let newest_expired = versions
+        .iter()
+        .filter(|v| plan::expired(v, ttl))
+        .map(|v| v.id)
+        .max();
+    Error::VersionInactive(match (newest_expired, ttl) {
+        (Some(id), Some(ttl)) => format!(
+            "OKMS secret {path:?} has no active version: version {id} expired (deactivateVersionAfter {}); the target keeps its last data",
+            crate::duration::display(ttl)
+        ),
+        _ => format!("OKMS secret {path:?} has no active version"),
+    })
+}
+
+/// The `deactivateVersionAfter` in force for a secret: its own, or the domain's when it says
+/// `0s`/nothing (API.md §5.4). `None`: versions never expire.
+async fn effective_version_ttl(
+    client: &crate::okms::OkmsClient,
+    metadata: &crate::okms::SecretMetadata,
+) -> Result<Option<std::time::Duration>> {
+    if let Some(ttl) = plan::version_ttl(metadata.deactivate_version_after.as_deref()) {
+        return Ok(Some(ttl));
+    }
+    let domain = client.get_secret_config().await?;
+    Ok(plan::version_ttl(domain.deactivate_version_after.as_deref()))
 }
 
 /// Maps a reason read back from status to the static string it came from.

@@ -264,6 +264,28 @@ pub fn must_compare_remote(
     !(pushed_same && nobody_wrote)
 }
 
+/// Whether the remote secret is still the one `status` describes. A secret deleted and
+/// recreated at the same path (by anyone, even back at the same version number) has a new
+/// `createdAt`, and what status says of the old one (versions seen, digests pushed) no longer
+/// holds. Unknown on either side (a status written before the field existed, a server that sends
+/// no `createdAt`) counts as the same: nothing better is known.
+pub fn same_remote(status: Option<&OkmsSecretStatus>, metadata: &SecretMetadata) -> bool {
+    let known = status
+        .and_then(|s| s.remote_created_at.as_deref())
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+    match (known, metadata.created_at) {
+        (Some(known), Some(now)) => known == now,
+        _ => true,
+    }
+}
+
+/// The identity recorded in status for [`same_remote`].
+pub fn remote_identity(metadata: &SecretMetadata) -> Option<String> {
+    metadata
+        .created_at
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+}
+
 /// Decides whether a new version must be written, given the remote current version (with data
 /// when readable). A deactivated current version whose data we already pushed is left alone:
 /// deactivating it was a deliberate rollback.
@@ -277,6 +299,31 @@ pub fn must_push(
         (VersionState::Active, Some(data)) => data.as_map() != desired,
         _ => status.and_then(|s| s.source_hmac.as_deref()) != Some(desired_hmac),
     }
+}
+
+/// A `deactivateVersionAfter` as OKMS returns it: `None` when absent, `0s` (no expiry, or the
+/// domain's value) or unreadable.
+pub fn version_ttl(text: Option<&str>) -> Option<Duration> {
+    text.and_then(|t| duration::parse(t, false).ok())
+        .filter(|d| !d.is_zero())
+}
+
+/// Whether OKMS deactivated `version` by expiry rather than by someone's hand: it is inactive
+/// and was deactivated no earlier than its creation plus `ttl` (less a second of rounding).
+/// Unknown times, or no TTL, are not an expiry.
+pub fn expired(version: &SecretVersion, ttl: Option<Duration>) -> bool {
+    let (Some(ttl), Some(created), Some(deactivated)) =
+        (ttl, version.created_at, version.deactivated_at)
+    else {
+        return false;
+    };
+    let Ok(ttl) = chrono::Duration::from_std(ttl.saturating_sub(Duration::from_secs(1))) else {
+        return false;
+    };
+    version.state != VersionState::Active
+        && created
+            .checked_add_signed(ttl)
+            .is_some_and(|due| deactivated >= due)
 }
 
 /// The version to mirror: the pinned one, else the highest-numbered active one.
@@ -369,6 +416,65 @@ mod tests {
                 assert!(!pattern.is_match(bad), "schema accepts {bad}");
             }
         }
+    }
+
+    #[test]
+    fn a_recreated_remote_secret_is_not_the_one_status_describes() {
+        let at = |t: &str| SecretMetadata {
+            created_at: chrono::DateTime::parse_from_rfc3339(t)
+                .ok()
+                .map(|d| d.with_timezone(&chrono::Utc)),
+            ..Default::default()
+        };
+        let first = at("2026-11-29T10:00:00.123456Z");
+        let status = OkmsSecretStatus {
+            remote_created_at: remote_identity(&first),
+            ..Default::default()
+        };
+        assert!(same_remote(Some(&status), &first));
+        // the same instant written another way is the same secret
+        assert!(same_remote(Some(&status), &at("2026-11-29T11:00:00.123456+01:00")));
+        assert!(!same_remote(Some(&status), &at("2026-11-29T10:00:05Z")));
+        // nothing known on one side: nothing to compare
+        assert!(same_remote(None, &first));
+        assert!(same_remote(Some(&OkmsSecretStatus::default()), &first));
+        assert!(same_remote(Some(&status), &SecretMetadata::default()));
+        let garbled = OkmsSecretStatus {
+            remote_created_at: Some("yesterday".into()),
+            ..Default::default()
+        };
+        assert!(same_remote(Some(&garbled), &first));
+    }
+
+    #[test]
+    fn expiry_is_told_from_a_deactivation_by_hand() {
+        let t = |s: i64| chrono::DateTime::from_timestamp(1_800_000_000 + s, 0);
+        let version = |state, deactivated: Option<i64>| SecretVersion {
+            id: 3,
+            state,
+            created_at: t(0),
+            deactivated_at: deactivated.and_then(t),
+            data: None,
+        };
+        let hour = Some(Duration::from_secs(3600));
+        assert_eq!(version_ttl(Some("1h")), hour);
+        assert_eq!(version_ttl(Some("0s")), None, "0s: no expiry (or the domain's)");
+        assert_eq!(version_ttl(Some("soon")), None);
+        assert_eq!(version_ttl(None), None);
+        // deactivated by OKMS when due (or later, when it was evaluated lazily)
+        assert!(expired(&version(VersionState::Deactivated, Some(3600)), hour));
+        assert!(expired(&version(VersionState::Deactivated, Some(7200)), hour));
+        // by hand, before it was due: a rollback
+        assert!(!expired(&version(VersionState::Deactivated, Some(600)), hour));
+        // no TTL, no deactivation time, or still active: not an expiry
+        assert!(!expired(&version(VersionState::Deactivated, Some(3600)), None));
+        assert!(!expired(&version(VersionState::Deactivated, None), hour));
+        assert!(!expired(&version(VersionState::Active, Some(3600)), hour));
+        // a TTL too large for a date is no expiry, not a panic
+        assert!(!expired(
+            &version(VersionState::Deactivated, Some(3600)),
+            Some(Duration::MAX)
+        ));
     }
 
     #[test]

@@ -420,6 +420,10 @@ pub struct OkmsSecretStatus {
     /// When the target Secret last received data (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_time: Option<String>,
+    /// `createdAt` of the OKMS secret this status describes (RFC 3339): its identity. A secret
+    /// deleted and recreated at the same path has a new one, and is read again in full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_created_at: Option<String>,
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ use super::retry::{
     should_retry,
 };
 use super::tls;
+use crate::fence::Fence;
 
 pub type Result<T, E = OkmsError> = std::result::Result<T, E>;
 
@@ -34,8 +35,13 @@ const NEXT_CURSOR_HEADER: &str = "X-Pagination-Cursor-Next";
 /// Page size bounds of the API (API.md §4.7).
 const MIN_PAGE_SIZE: u32 = 10;
 const MAX_PAGE_SIZE: u32 = 100;
-/// Bound on pages walked by `list_all_*`, against a server that never stops paginating.
-const MAX_PAGES: usize = 10_000;
+/// Most versions OKMS keeps of one secret (API.md §4.7: version ids are 1–24000): the bound on
+/// `list_all_versions`, against a server that never stops paginating.
+pub const MAX_VERSIONS: usize = 24_000;
+/// Bound on `list_all_secrets` (the operator itself never lists a whole domain).
+pub const MAX_LISTED_SECRETS: usize = 100_000;
+/// Longest pagination cursor accepted (it is sent back as a header).
+const MAX_CURSOR_BYTES: usize = 4096;
 /// Largest response body read (a full page of 100 secrets with 64 KB of data each fits).
 const MAX_BODY_BYTES: usize = 16 << 20;
 
@@ -97,6 +103,8 @@ pub struct ClientConfig {
     /// Shared by all clones of the client.
     pub rate_limit: Option<RateLimit>,
     pub observer: Option<Observer>,
+    /// Checked before every attempt: while it is closed or lapsed nothing is sent.
+    pub fence: Option<Fence>,
 }
 
 impl ClientConfig {
@@ -110,6 +118,7 @@ impl ClientConfig {
             retry: RetryPolicy::default(),
             rate_limit: None,
             observer: None,
+            fence: None,
         }
     }
 }
@@ -128,6 +137,7 @@ impl fmt::Debug for ClientConfig {
             .field("retry", &self.retry)
             .field("rate_limit", &self.rate_limit)
             .field("observer", &self.observer.is_some())
+            .field("fence", &self.fence.is_some())
             .finish()
     }
 }
@@ -158,6 +168,7 @@ struct Inner {
     retry: RetryPolicy,
     limiter: Option<RateLimiter>,
     observer: Option<Observer>,
+    fence: Option<Fence>,
 }
 
 impl fmt::Debug for OkmsClient {
@@ -201,6 +212,7 @@ impl OkmsClient {
             retry,
             rate_limit,
             observer,
+            fence,
         } = config;
 
         let plain_http = check_endpoint(&endpoint).map_err(OkmsError::invalid_config)?;
@@ -274,6 +286,7 @@ impl OkmsClient {
                 retry,
                 limiter,
                 observer,
+                fence,
             }),
         })
     }
@@ -302,24 +315,13 @@ impl OkmsClient {
         self.page(OP, None, answer)
     }
 
-    /// All secrets, following the cursors.
+    /// All secrets, following the cursors (at most [`MAX_LISTED_SECRETS`]).
     pub async fn list_all_secrets(&self) -> Result<Vec<Secret>> {
-        let mut items = Vec::new();
-        let mut cursor: Option<String> = None;
-        for _ in 0..MAX_PAGES {
-            let page = self
-                .list_secrets(Some(MAX_PAGE_SIZE), cursor.as_deref())
-                .await?;
-            items.extend(page.items);
-            match page.next_cursor {
-                Some(next) if cursor.as_deref() == Some(next.as_str()) => {
-                    return Err(self.repeated_cursor("list secrets", None));
-                }
-                Some(next) => cursor = Some(next),
-                None => return Ok(items),
-            }
-        }
-        Err(self.repeated_cursor("list secrets", None))
+        self.walk("list secrets", None, MAX_LISTED_SECRETS, |cursor| async move {
+            self.list_secrets(Some(MAX_PAGE_SIZE), cursor.as_deref())
+                .await
+        })
+        .await
     }
 
     /// `POST /v2/secret`: creates the secret with version 1.
@@ -452,24 +454,70 @@ impl OkmsClient {
         self.page(OP, Some(path), answer)
     }
 
-    /// All versions of a secret, following the cursors.
+    /// All versions of a secret, following the cursors (at most [`MAX_VERSIONS`], the most
+    /// OKMS keeps of one secret).
     pub async fn list_all_versions(&self, path: &str) -> Result<Vec<SecretVersion>> {
+        self.walk("list versions", Some(path), MAX_VERSIONS, |cursor| async move {
+            self.list_versions(path, Some(MAX_PAGE_SIZE), cursor.as_deref())
+                .await
+        })
+        .await
+    }
+
+    /// Follows the cursors of a paginated list, bounded against a server that never stops: a
+    /// cursor seen before (a loop, however long its period), more than `max_items` items or more
+    /// pages than `max_items` needs at the smallest page size, or an oversized cursor, fails the
+    /// walk with a `Decode` error naming the bound. Cursors are remembered as 64-bit hashes.
+    async fn walk<T, F, Fut>(
+        &self,
+        operation: &'static str,
+        path: Option<&str>,
+        max_items: usize,
+        mut page: F,
+    ) -> Result<Vec<T>>
+    where
+        F: FnMut(Option<String>) -> Fut,
+        Fut: Future<Output = Result<Page<T>>>,
+    {
+        let max_pages = max_items / MIN_PAGE_SIZE as usize + 1;
+        let hasher = std::collections::hash_map::RandomState::new();
+        let mut seen = std::collections::HashSet::new();
         let mut items = Vec::new();
         let mut cursor: Option<String> = None;
-        for _ in 0..MAX_PAGES {
-            let page = self
-                .list_versions(path, Some(MAX_PAGE_SIZE), cursor.as_deref())
-                .await?;
-            items.extend(page.items);
-            match page.next_cursor {
-                Some(next) if cursor.as_deref() == Some(next.as_str()) => {
-                    return Err(self.repeated_cursor("list versions", Some(path)));
-                }
-                Some(next) => cursor = Some(next),
-                None => return Ok(items),
+        for _ in 0..max_pages {
+            let got = page(cursor.take()).await?;
+            if items.len() + got.items.len() > max_items {
+                return Err(self.unbounded_list(
+                    operation,
+                    path,
+                    format!("the server listed more than {max_items} items"),
+                ));
             }
+            items.extend(got.items);
+            let Some(next) = got.next_cursor else {
+                return Ok(items);
+            };
+            if next.len() > MAX_CURSOR_BYTES {
+                return Err(self.unbounded_list(
+                    operation,
+                    path,
+                    format!("the server sent a pagination cursor longer than {MAX_CURSOR_BYTES} bytes"),
+                ));
+            }
+            if !seen.insert(std::hash::BuildHasher::hash_one(&hasher, &next)) {
+                return Err(self.unbounded_list(
+                    operation,
+                    path,
+                    "the server sent a pagination cursor it had sent before (a loop)".into(),
+                ));
+            }
+            cursor = Some(next);
         }
-        Err(self.repeated_cursor("list versions", Some(path)))
+        Err(self.unbounded_list(
+            operation,
+            path,
+            format!("the server kept paginating past {max_pages} pages"),
+        ))
     }
 
     /// `GET /v2/secret/{path}/version/{version}[?includeData=true]`.
@@ -599,14 +647,13 @@ impl OkmsClient {
         OkmsError::new(operation, path, kind)
     }
 
-    fn repeated_cursor(&self, operation: &'static str, path: Option<&str>) -> OkmsError {
-        self.err(
-            operation,
-            path,
-            ErrorKind::Decode {
-                detail: "the server keeps returning the same pagination cursor".into(),
-            },
-        )
+    fn unbounded_list(
+        &self,
+        operation: &'static str,
+        path: Option<&str>,
+        detail: String,
+    ) -> OkmsError {
+        self.err(operation, path, ErrorKind::Decode { detail })
     }
 
     /// `{base}{suffix}?{query}`; `suffix` is already percent-encoded.
@@ -707,6 +754,13 @@ impl OkmsClient {
             attempt += 1;
             if let Some(limiter) = &inner.limiter {
                 limiter.acquire().await;
+            }
+            // after any wait, just before sending: a replica that stopped leading sends nothing
+            if let Some(Err(why)) = inner.fence.as_ref().map(Fence::check) {
+                let mut error = OkmsError::new(call.operation, call.path, ErrorKind::Fenced(why));
+                error.attempts = attempt - 1;
+                error.after_ambiguous_attempt = ambiguous;
+                return Err(error);
             }
             let started = Instant::now();
             let outcome = self.send_once(&call).await;

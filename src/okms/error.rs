@@ -52,6 +52,8 @@ pub enum ErrorKind {
     Decode { detail: String },
     /// The client configuration or an argument is unusable.
     InvalidConfig { detail: String },
+    /// Not sent: the write fence is closed (shutdown, lost leadership) or lapsed.
+    Fenced(crate::fence::Fenced),
 }
 
 impl OkmsError {
@@ -154,7 +156,9 @@ impl OkmsError {
         match &*self.kind {
             ErrorKind::Api { status, .. } => is_retryable_status(*status),
             ErrorKind::Timeout { .. } | ErrorKind::Transport { .. } => true,
-            ErrorKind::Decode { .. } | ErrorKind::InvalidConfig { .. } => false,
+            ErrorKind::Decode { .. } | ErrorKind::InvalidConfig { .. } | ErrorKind::Fenced(_) => {
+                false
+            }
         }
     }
 
@@ -246,6 +250,7 @@ impl fmt::Display for ErrorKind {
             }
             ErrorKind::Decode { detail } => write!(f, "unexpected answer: {detail}"),
             ErrorKind::InvalidConfig { detail } => write!(f, "invalid configuration: {detail}"),
+            ErrorKind::Fenced(why) => write!(f, "{why}"),
         }
     }
 }

@@ -16,4 +16,4 @@ pub use model::{
     MetadataSpec, Page, Secret, SecretConfig, SecretData, SecretMetadata, SecretVersion,
     VersionState,
 };
-pub use retry::{RateLimit, RetryPolicy, parse_retry_after};
+pub use retry::{MAX_SERVER_DELAY, RateLimit, RetryPolicy, parse_retry_after};

@@ -26,12 +26,17 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
 }
 
+/// Longest wait a server can impose with `Retry-After`, on a retry and on the requeue after a
+/// failed reconcile alike: an incident's `Retry-After: 3600` must not stall every object for an
+/// hour after OKMS recovered (and `999999` must not freeze one for days).
+pub const MAX_SERVER_DELAY: Duration = Duration::from_secs(10);
+
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
             max_attempts: 4,
             base_delay: Duration::from_millis(200),
-            max_delay: Duration::from_secs(10),
+            max_delay: MAX_SERVER_DELAY,
         }
     }
 }
@@ -100,15 +105,20 @@ pub(crate) fn may_have_reached_server(kind: &ErrorKind) -> bool {
     }
 }
 
-/// Parses a `Retry-After` header value: delay-seconds, or an HTTP date (RFC 7231 §7.1.3).
+/// Parses a `Retry-After` header value: delay-seconds, or an HTTP date (RFC 7231 §7.1.3),
+/// capped at [`MAX_SERVER_DELAY`]. A number too large for `u64` is still a long wait.
 pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let date = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let delta = date.with_timezone(&chrono::Utc) - now;
-    Some(delta.to_std().unwrap_or(Duration::ZERO))
+    let wait = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        value
+            .parse::<u64>()
+            .map_or(MAX_SERVER_DELAY, Duration::from_secs)
+    } else {
+        let date = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+        let delta = date.with_timezone(&chrono::Utc) - now;
+        delta.to_std().unwrap_or(Duration::ZERO)
+    };
+    Some(wait.min(MAX_SERVER_DELAY))
 }
 
 /// Client-side request rate limit, shared by all clones of a client.
@@ -203,14 +213,22 @@ mod tests {
         let now = chrono::DateTime::parse_from_rfc3339("2015-10-21T07:28:00Z")
             .map(|d| d.with_timezone(&chrono::Utc))
             .unwrap_or_default();
-        assert_eq!(
-            parse_retry_after("120", now),
-            Some(Duration::from_secs(120))
-        );
+        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
         assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
         assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now),
-            Some(Duration::from_secs(30))
+            parse_retry_after("Wed, 21 Oct 2015 07:28:05 GMT", now),
+            Some(Duration::from_secs(5))
+        );
+        // a server-given delay never exceeds the cap, however it is written
+        assert_eq!(parse_retry_after("120", now), Some(MAX_SERVER_DELAY));
+        assert_eq!(parse_retry_after("999999", now), Some(MAX_SERVER_DELAY));
+        assert_eq!(
+            parse_retry_after("99999999999999999999999999", now),
+            Some(MAX_SERVER_DELAY)
+        );
+        assert_eq!(
+            parse_retry_after("Fri, 21 Oct 2033 07:28:30 GMT", now),
+            Some(MAX_SERVER_DELAY)
         );
         assert_eq!(
             parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
