@@ -39,25 +39,30 @@ enum Command {
     Run(RunArgs),
     /// Print every CRD as multi-document YAML.
     Crd,
-    /// Try it out: both emulators, the CRDs, a connection, the quickstart and the operator, all
-    /// in this process. State lives in `.sandbox/`.
+    /// Try it out: both emulators, the CRDs, the examples' connections, the quickstart and the
+    /// operator, all in this process. State lives in `.sandbox/` and is kept across restarts.
     Sandbox(SandboxArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
 struct SandboxArgs {
-    /// State directory (kubeconfig, OKMS certificates, persisted OKMS store).
+    /// State directory: kubeconfig, OKMS certificates, the OKMS store and the Kubernetes
+    /// objects (both kept across restarts).
     #[arg(long, default_value = ".sandbox")]
     dir: std::path::PathBuf,
-    /// Address of /metrics, /healthz and /readyz.
-    #[arg(long, default_value = "0.0.0.0:8080")]
-    metrics_addr: SocketAddr,
-    /// Address of the Kubernetes API emulator (port 0 picks a free one).
-    #[arg(long, default_value = "127.0.0.1:0")]
-    kube_listen: SocketAddr,
-    /// Address of the OKMS emulator (port 0 picks a free one).
-    #[arg(long, default_value = "127.0.0.1:0")]
-    okms_listen: SocketAddr,
+    /// Start clean: delete the saved OKMS store and Kubernetes objects first (certificates and
+    /// kubeconfig stay).
+    #[arg(long)]
+    fresh: bool,
+    /// Port of the OKMS emulator on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = okms_operator::sandbox::DEFAULT_OKMS_PORT)]
+    okms_port: u16,
+    /// Port of the Kubernetes API emulator on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = okms_operator::sandbox::DEFAULT_KUBE_PORT)]
+    kube_port: u16,
+    /// Port of the operator's /metrics, /healthz and /readyz on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = okms_operator::sandbox::DEFAULT_ADMIN_PORT)]
+    admin_port: u16,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
     log_format: LogFormat,
@@ -336,9 +341,10 @@ async fn sandbox(args: SandboxArgs) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let sandbox = okms_operator::sandbox::start(okms_operator::sandbox::Options {
         dir: args.dir,
-        metrics_addr: args.metrics_addr,
-        kube_listen: args.kube_listen,
-        okms_listen: args.okms_listen,
+        okms_port: args.okms_port,
+        kube_port: args.kube_port,
+        admin_port: args.admin_port,
+        fresh: args.fresh,
     })
     .await?;
     println!("{}", sandbox.instructions());

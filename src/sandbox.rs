@@ -1,7 +1,11 @@
-//! `okms-operator sandbox`: both emulators in-process, the CRDs, a `sandbox` OkmsConnection, the
+//! `okms-operator sandbox`: both emulators in-process, the CRDs, the examples' connections, the
 //! quickstart manifests and the controllers — the one-command try-out of DESIGN.md §10.
+//!
+//! Its word to the user: fixed ports (the printed commands keep working), checked before
+//! anything starts; the OKMS store and the Kubernetes objects both kept in the state directory
+//! (a restart shows the same objects and writes nothing), or both wiped with `--fresh`.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,21 +26,107 @@ use crate::crd::{OkmsSecret, crds};
 use crate::error::Error;
 use crate::http::{self, Health};
 use crate::metrics::Metrics;
+use crate::okms::{Auth, ClientConfig, OkmsClient, SecretData};
 
 /// The manifests the sandbox applies (also `examples/quickstart.yaml`).
 pub const QUICKSTART: &str = include_str!("../examples/quickstart.yaml");
 /// Namespace and name of the connection the quickstart uses.
 pub const CONNECTION_NAMESPACE: &str = "default";
 pub const CONNECTION_NAME: &str = "sandbox";
+/// Namespace and name of the connection the other examples use (`examples/connection-mtls.yaml`).
+pub const EXAMPLES_NAMESPACE: &str = "shop";
+pub const EXAMPLES_CONNECTION: &str = "okms";
+/// Default ports, on 127.0.0.1: away from the usual 6443/8443/8080 (a local cluster, a dev
+/// server) and below Linux's ephemeral range, so an outgoing connection never holds them.
+pub const DEFAULT_OKMS_PORT: u16 = 19443;
+pub const DEFAULT_KUBE_PORT: u16 = 19643;
+pub const DEFAULT_ADMIN_PORT: u16 = 19080;
+/// The sandbox's OKMS domain id: fixed, so the README's `curl` lines can be copied as they are.
+pub const OKMS_ID: &str = "00000000-0000-4000-8000-000000000001";
+/// The OKMS secret a mirror-only quickstart object reads; written when the OKMS store is new,
+/// as the Control Panel or Terraform would.
+pub const SEEDED_PATH: &str = "quickstart/api-key";
+pub const SEEDED_VALUE: &str = "sandbox-key-1";
+/// In the state directory: the okms-emulator's directory (certificates, `store.json`), and the
+/// kube-emulator's state file.
+pub const OKMS_DIR: &str = "okms";
+/// The okms-emulator's snapshot in its directory (`--persist`).
+const OKMS_STORE: &str = "store.json";
+pub const KUBE_STATE: &str = "kube/state.json";
 const FIELD_MANAGER: &str = "okms-sandbox";
 const OPERATOR_NAMESPACE: &str = "okms-system";
+const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
 pub struct Options {
-    /// State directory (`.sandbox`): kubeconfig, OKMS certificates and persisted OKMS store.
+    /// State directory (`.sandbox`): kubeconfig, OKMS certificates, the OKMS store and the
+    /// Kubernetes objects.
     pub dir: PathBuf,
-    pub metrics_addr: SocketAddr,
-    pub kube_listen: SocketAddr,
-    pub okms_listen: SocketAddr,
+    /// Ports on 127.0.0.1; 0 picks a free one.
+    pub okms_port: u16,
+    pub kube_port: u16,
+    pub admin_port: u16,
+    /// Delete the saved OKMS store and Kubernetes objects first.
+    pub fresh: bool,
+}
+
+impl Options {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            okms_port: DEFAULT_OKMS_PORT,
+            kube_port: DEFAULT_KUBE_PORT,
+            admin_port: DEFAULT_ADMIN_PORT,
+            fresh: false,
+        }
+    }
+
+    /// (what listens there, its port, the flag that moves it)
+    fn ports(&self) -> [(&'static str, u16, &'static str); 3] {
+        [
+            ("the OKMS emulator", self.okms_port, "--okms-port"),
+            ("the Kubernetes API emulator", self.kube_port, "--kube-port"),
+            (
+                "the operator's metrics and health server",
+                self.admin_port,
+                "--admin-port",
+            ),
+        ]
+    }
+}
+
+/// Why the sandbox did not start; each is one line for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "port {port} on 127.0.0.1 is already in use (wanted by {what}): stop what holds it, or choose another port with {flag} <PORT>"
+    )]
+    PortTaken {
+        port: u16,
+        what: &'static str,
+        flag: &'static str,
+    },
+    #[error(
+        "cannot listen on 127.0.0.1:{port} (for {what}): {message}; choose another port with {flag} <PORT>"
+    )]
+    PortUnusable {
+        port: u16,
+        what: &'static str,
+        flag: &'static str,
+        message: String,
+    },
+    #[error("{first} and {second} are both {port}: give each its own port")]
+    SamePort {
+        first: &'static str,
+        second: &'static str,
+        port: u16,
+    },
+    /// Saved state that cannot be used; `--fresh` starts clean.
+    #[error(
+        "{0}; `okms-operator sandbox --fresh` starts clean (it deletes the saved OKMS store and Kubernetes objects)"
+    )]
+    State(String),
+    #[error("sandbox: {0}")]
+    Other(#[from] Error),
 }
 
 /// What is running; dropped or `shutdown` to stop.
@@ -45,6 +135,8 @@ pub struct Sandbox {
     pub okms: okms_emulator::Emulator,
     pub metrics_addr: SocketAddr,
     pub kubeconfig: PathBuf,
+    /// Whether the Kubernetes objects were loaded from the state directory.
+    pub restored: bool,
     stop: tokio::sync::watch::Sender<bool>,
     controllers: tokio::task::JoinHandle<()>,
     http: tokio::task::JoinHandle<()>,
@@ -54,38 +146,154 @@ fn fail(what: &str) -> impl FnOnce(String) -> Error + '_ {
     move |e| Error::Internal(format!("sandbox: {what}: {e}"))
 }
 
+/// Checks that every port can be listened on, all held at once (so two flags naming one port
+/// are caught too), before anything starts.
+pub fn check_ports(opts: &Options) -> Result<(), StartError> {
+    let ports = opts.ports();
+    for (i, (first, port, _)) in ports.iter().enumerate() {
+        if let Some((second, ..)) = ports[i + 1..]
+            .iter()
+            .find(|(_, p, _)| *p == *port && *p != 0)
+        {
+            return Err(StartError::SamePort {
+                first: flag_of(&ports, first),
+                second: flag_of(&ports, second),
+                port: *port,
+            });
+        }
+    }
+    let mut held = Vec::new();
+    for (what, port, flag) in ports {
+        if port == 0 {
+            continue;
+        }
+        match TcpListener::bind(SocketAddr::from((LOOPBACK, port))) {
+            Ok(l) => held.push(l),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                return Err(StartError::PortTaken { port, what, flag });
+            }
+            Err(e) => {
+                return Err(StartError::PortUnusable {
+                    port,
+                    what,
+                    flag,
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn flag_of(ports: &[(&'static str, u16, &'static str)], what: &str) -> &'static str {
+    ports
+        .iter()
+        .find(|(w, ..)| *w == what)
+        .map_or("", |(.., f)| *f)
+}
+
+/// Removes a saved file; a missing one is fine.
+fn remove(path: &Path) -> Result<(), StartError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StartError::State(format!(
+            "cannot delete {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
 /// Starts everything and returns once the controllers run.
-pub async fn start(opts: Options) -> Result<Sandbox, Error> {
+pub async fn start(opts: Options) -> Result<Sandbox, StartError> {
+    check_ports(&opts)?;
+    let okms_dir = opts.dir.join(OKMS_DIR);
+    let okms_store = okms_dir.join(OKMS_STORE);
+    let kube_state = opts.dir.join(KUBE_STATE);
+    if opts.fresh {
+        remove(&okms_store)?;
+        remove(&kube_state)?;
+    }
+    let okms_was_saved = okms_store.exists();
+    if okms_was_saved && !kube_state.exists() {
+        // Re-applying the quickstart over a kept OKMS store would push its initial data again.
+        return Err(StartError::State(format!(
+            "{} holds an OKMS store but {} holds no Kubernetes objects (left by an older sandbox, or deleted)",
+            okms_store.display(),
+            kube_state.display()
+        )));
+    }
     std::fs::create_dir_all(&opts.dir)
         .map_err(|e| fail("create state directory")(e.to_string()))?;
-    let mut okms_config = okms_emulator::Config::new(opts.dir.join("okms"));
-    okms_config.listen = opts.okms_listen;
+
+    let mut okms_config = okms_emulator::Config::new(&okms_dir);
+    okms_config.listen = SocketAddr::from((LOOPBACK, opts.okms_port));
+    okms_config.okms_id = Some(OKMS_ID.into());
     okms_config.persist = true;
     let okms = okms_emulator::start(okms_config)
         .await
-        .map_err(|e| fail("start okms-emulator")(e.to_string()))?;
+        .map_err(|e| match e {
+            okms_emulator::Error::Snapshot { .. } => StartError::State(e.to_string()),
+            e => fail("start the OKMS emulator")(e.to_string()).into(),
+        })?;
     let kubeconfig = opts.dir.join("kubeconfig");
     let kube = kube_emulator::start(kube_emulator::Options {
-        listen: opts.kube_listen,
+        listen: SocketAddr::from((LOOPBACK, opts.kube_port)),
         kubeconfig: Some(kubeconfig.clone()),
+        state_file: Some(kube_state),
     })
     .await
-    .map_err(|e| fail("start kube-emulator")(e.to_string()))?;
+    .map_err(|e| match e {
+        kube_emulator::Error::State { .. } => StartError::State(e.to_string()),
+        e => fail("start the Kubernetes API emulator")(e.to_string()).into(),
+    })?;
+    let restored = kube.restored();
     let client = kube.client();
 
     install_crds(&client).await?;
     ensure_namespace(&client, OPERATOR_NAMESPACE).await?;
+    // the connections follow the emulator's address and certificates on every start
     ensure_namespace(&client, CONNECTION_NAMESPACE).await?;
-    create_connection(&client, &okms).await?;
-    for doc in serde_yaml::Deserializer::from_str(QUICKSTART) {
-        let value = Value::deserialize(doc)
-            .map_err(|e| fail("parse examples/quickstart.yaml")(e.to_string()))?;
-        if !value.is_null() {
-            apply(&client, &value).await?;
+    create_connection(
+        &client,
+        &okms,
+        CONNECTION_NAMESPACE,
+        CONNECTION_NAME,
+        "sandbox-okms-cert",
+        json!({}),
+    )
+    .await?;
+    ensure_namespace(&client, EXAMPLES_NAMESPACE).await?;
+    create_connection(
+        &client,
+        &okms,
+        EXAMPLES_NAMESPACE,
+        EXAMPLES_CONNECTION,
+        "okms-access-cert",
+        json!({"allowedPaths": ["shop/"]}),
+    )
+    .await?;
+    if !okms_was_saved {
+        seed_okms(&okms).await?;
+    }
+    if !restored {
+        // only into a new cluster: applied again, it would undo the user's edits
+        for doc in serde_yaml::Deserializer::from_str(QUICKSTART) {
+            let value = Value::deserialize(doc)
+                .map_err(|e| fail("parse examples/quickstart.yaml")(e.to_string()))?;
+            if !value.is_null() {
+                apply(&client, &value).await?;
+            }
         }
     }
+    // saved before the operator writes to OKMS: a kept OKMS store always has its objects
+    kube.save_state()
+        .await
+        .map_err(|e| fail("save the Kubernetes objects")(e.to_string()))?;
 
-    let hmac = crate::hmac::load_or_create(&client, OPERATOR_NAMESPACE).await?;
+    let hmac = crate::hmac::load_or_create(&client, OPERATOR_NAMESPACE)
+        .await
+        .map_err(Error::from)?;
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
     health
@@ -94,19 +302,19 @@ pub async fn start(opts: Options) -> Result<Sandbox, Error> {
     metrics.leader.set(1);
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut http_stop = stop_rx.clone();
-    let (metrics_addr, http) = http::serve(
-        opts.metrics_addr,
-        metrics.clone(),
-        health.clone(),
-        async move {
-            let _ = http_stop.wait_for(|s| *s).await;
-        },
-    )
+    let admin = SocketAddr::from((LOOPBACK, opts.admin_port));
+    let (metrics_addr, http) = http::serve(admin, metrics.clone(), health.clone(), async move {
+        let _ = http_stop.wait_for(|s| *s).await;
+    })
     .await
-    .map_err(|e| fail(&format!("bind the metrics address {}", opts.metrics_addr))(e.to_string()))?;
+    .map_err(|e| StartError::PortUnusable {
+        port: opts.admin_port,
+        what: "the operator's metrics and health server",
+        flag: "--admin-port",
+        message: e.to_string(),
+    })?;
     let config = Config {
-        // fixed: the OKMS store outlives the kube-emulator's state (a new kube-system UID on
-        // every start), and the quickstart must still own the paths it created
+        // fixed: the owner records in OKMS must match whatever kube-system UID the cluster has
         cluster_id: "sandbox".into(),
         operator_namespace: OPERATOR_NAMESPACE.into(),
         connection_recheck: Duration::from_secs(2),
@@ -119,6 +327,7 @@ pub async fn start(opts: Options) -> Result<Sandbox, Error> {
         okms,
         metrics_addr,
         kubeconfig,
+        restored,
         stop,
         controllers,
         http,
@@ -130,18 +339,27 @@ impl Sandbox {
     pub fn instructions(&self) -> String {
         let kc = self.kubeconfig.display();
         let dir = self.okms.state_dir().display();
+        let state = if self.restored {
+            "the objects of the last run, kept"
+        } else {
+            "new"
+        };
         format!(
-            "\nokms-operator sandbox is running (Ctrl-C stops it).\n\
-             \n  Kubernetes API (kube-emulator)  {kube}   kubeconfig: {kc}\
+            "\nokms-operator sandbox is running (Ctrl-C stops it; the OKMS store and the Kubernetes objects are kept \
+             for the next start, --fresh starts clean).\
+             \n\n  Kubernetes API (kube-emulator)  {kube}   kubeconfig: {kc} ({state})\
              \n  OKMS Secret Manager (emulator)  {okms}   okmsId: {id}\
              \n  operator metrics                http://{metrics}/metrics\
+             \n  connections                     {CONNECTION_NAMESPACE}/{CONNECTION_NAME} (examples/quickstart.yaml), \
+             {EXAMPLES_NAMESPACE}/{EXAMPLES_CONNECTION} (the other examples)\
              \n\nIn another terminal:\
              \n  kubectl --kubeconfig {kc} get okmssecrets,secrets\
              \n  kubectl --kubeconfig {kc} get secret db -o jsonpath='{{.data.password}}' | base64 -d; echo\
              \n  kubectl --kubeconfig {kc} patch secret db-credentials -p '{{\"stringData\":{{\"password\":\"rotated-1\"}}}}'\
-             \n  kubectl --kubeconfig {kc} get okmssecret db   # VERSION 2 within a second\
+             \n  kubectl --kubeconfig {kc} get okmssecret db   # a new VERSION within a second\
              \n  curl --cacert {dir}/ca.pem --cert {dir}/client.pem --key {dir}/client-key.pem \\\
-             \n       '{okms}/api/{id}/v2/secret/quickstart%2Fdb?includeData=true'\n",
+             \n       '{okms}/api/{id}/v2/secret/quickstart%2Fdb?includeData=true'\
+             \n\nThe README's Quickstart goes on from here (writing and deactivating versions in OKMS).\n",
             kube = self.kube.url(),
             okms = self.okms.endpoint(),
             id = self.okms.okms_id(),
@@ -168,7 +386,8 @@ impl Sandbox {
         false
     }
 
-    /// Stops the controllers (in-flight reconciles finish), then both emulators.
+    /// Stops the controllers (in-flight reconciles finish), then both emulators (each saves
+    /// its state).
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(10), self.controllers).await;
@@ -216,16 +435,28 @@ async fn ensure_namespace(client: &Client, name: &str) -> Result<(), Error> {
     Ok(())
 }
 
-async fn create_connection(client: &Client, okms: &okms_emulator::Emulator) -> Result<(), Error> {
-    let read =
-        |p: &Path| std::fs::read(p).map_err(|e| fail("read emulator certificates")(e.to_string()));
-    let cert = read(&okms.client_cert_path())?;
-    let key = read(&okms.client_key_path())?;
-    let ca = String::from_utf8_lossy(&read(&okms.ca_pem_path())?).into_owned();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), CONNECTION_NAMESPACE);
-    let secret = Secret {
+fn read_file(p: &Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(p)
+        .map_err(|e| fail("read emulator certificates")(format!("{}: {e}", p.display())))
+}
+
+/// An OkmsConnection to the emulator with its access certificate (a `kubernetes.io/tls` Secret
+/// `secret` beside it) and its CA as `caBundle`; `extra` adds spec fields.
+async fn create_connection(
+    client: &Client,
+    okms: &okms_emulator::Emulator,
+    namespace: &str,
+    name: &str,
+    secret: &str,
+    extra: Value,
+) -> Result<(), Error> {
+    let cert = read_file(&okms.client_cert_path())?;
+    let key = read_file(&okms.client_key_path())?;
+    let ca = String::from_utf8_lossy(&read_file(&okms.ca_pem_path())?).into_owned();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let tls = Secret {
         metadata: kube::api::ObjectMeta {
-            name: Some("sandbox-okms-cert".into()),
+            name: Some(secret.into()),
             ..Default::default()
         },
         type_: Some("kubernetes.io/tls".into()),
@@ -238,29 +469,55 @@ async fn create_connection(client: &Client, okms: &okms_emulator::Emulator) -> R
         ),
         ..Default::default()
     };
-    let mut value =
-        serde_json::to_value(&secret).map_err(|e| fail("encode Secret")(e.to_string()))?;
+    let mut value = serde_json::to_value(&tls).map_err(|e| fail("encode Secret")(e.to_string()))?;
     value["apiVersion"] = json!("v1");
     value["kind"] = json!("Secret");
     secrets
         .patch(
-            "sandbox-okms-cert",
+            secret,
             &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(&value),
         )
         .await?;
+    let mut spec = json!({
+        "endpoint": okms.endpoint(), "okmsId": okms.okms_id(), "caBundle": ca,
+        "auth": {"mtls": {"secretRef": {"name": secret}}}
+    });
+    if let (Some(spec), Value::Object(extra)) = (spec.as_object_mut(), extra) {
+        spec.extend(extra);
+    }
     apply(
         client,
         &json!({
             "apiVersion": "okms.dev/v1alpha1", "kind": "OkmsConnection",
-            "metadata": {"name": CONNECTION_NAME, "namespace": CONNECTION_NAMESPACE},
-            "spec": {
-                "endpoint": okms.endpoint(), "okmsId": okms.okms_id(), "caBundle": ca,
-                "auth": {"mtls": {"secretRef": {"name": "sandbox-okms-cert"}}}
-            }
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": spec
         }),
     )
     .await
+}
+
+/// Writes what the mirror-only quickstart object reads into a new OKMS store, as someone using
+/// the Control Panel would.
+async fn seed_okms(okms: &okms_emulator::Emulator) -> Result<(), Error> {
+    let endpoint = okms
+        .endpoint()
+        .parse()
+        .map_err(|e: url::ParseError| fail("OKMS endpoint")(e.to_string()))?;
+    let mut config = ClientConfig::new(
+        endpoint,
+        okms.okms_id(),
+        Auth::Mtls {
+            cert_pem: read_file(&okms.client_cert_path())?,
+            key_pem: read_file(&okms.client_key_path())?.into(),
+        },
+    );
+    config.extra_roots_pem = Some(read_file(&okms.ca_pem_path())?);
+    let client = OkmsClient::new(config)?;
+    let mut data = SecretData::new();
+    data.insert("api_key", SEEDED_VALUE);
+    client.create_secret(SEEDED_PATH, &data, None).await?;
+    Ok(())
 }
 
 /// Server-side apply of one manifest, its resource found through discovery.
@@ -286,4 +543,38 @@ async fn apply(client: &Client, value: &Value) -> Result<(), Error> {
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_taken_port_names_itself_and_its_flag() {
+        let held = TcpListener::bind((LOOPBACK, 0)).unwrap();
+        let port = held.local_addr().unwrap().port();
+        let mut opts = Options::new("unused");
+        opts.okms_port = 0;
+        opts.admin_port = 0;
+        opts.kube_port = port;
+        let err = check_ports(&opts).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("port {port} ")) && err.contains("--kube-port"),
+            "{err}"
+        );
+        assert!(!err.contains('\n'), "one line: {err}");
+        opts.kube_port = 0;
+        check_ports(&opts).expect("port 0 is always free");
+    }
+
+    #[test]
+    fn two_flags_naming_one_port_are_refused() {
+        let mut opts = Options::new("unused");
+        opts.admin_port = opts.okms_port;
+        let err = check_ports(&opts).unwrap_err().to_string();
+        assert!(
+            err.contains("--okms-port") && err.contains("--admin-port"),
+            "{err}"
+        );
+    }
 }
