@@ -120,6 +120,10 @@ pub enum StartError {
         second: &'static str,
         port: u16,
     },
+    #[error(
+        "{dir} is in use by another running sandbox{pid}: stop it, or give this one its own --dir"
+    )]
+    DirInUse { dir: String, pid: String },
     /// Saved state that cannot be used; `--fresh` starts clean.
     #[error(
         "{0}; `okms-operator sandbox --fresh` starts clean (it deletes the saved OKMS store and Kubernetes objects)"
@@ -137,6 +141,8 @@ pub struct Sandbox {
     pub kubeconfig: PathBuf,
     /// Whether the Kubernetes objects were loaded from the state directory.
     pub restored: bool,
+    /// Held while running: one sandbox per state directory.
+    _lock: std::fs::File,
     stop: tokio::sync::watch::Sender<bool>,
     controllers: tokio::task::JoinHandle<()>,
     http: tokio::task::JoinHandle<()>,
@@ -192,6 +198,42 @@ fn flag_of(ports: &[(&'static str, u16, &'static str)], what: &str) -> &'static 
         .map_or("", |(.., f)| *f)
 }
 
+/// Locks the state directory for this process (released when the file is closed, also by a
+/// crash): two sandboxes saving into one directory would overwrite each other's state.
+fn lock_dir(dir: &Path) -> Result<std::fs::File, StartError> {
+    std::fs::create_dir_all(dir).map_err(|e| fail("create state directory")(e.to_string()))?;
+    let path = dir.join("lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| fail("open the state directory's lock")(e.to_string()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let pid = std::fs::read_to_string(&path)
+                .ok()
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+                .map(|p| format!(" (pid {p})"))
+                .unwrap_or_default();
+            return Err(StartError::DirInUse {
+                dir: dir.display().to_string(),
+                pid,
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(fail("lock the state directory")(e.to_string()).into());
+        }
+    }
+    use std::io::Write;
+    let _ = file.set_len(0);
+    let _ = writeln!(file, "{}", std::process::id());
+    Ok(file)
+}
+
 /// Removes a saved file; a missing one is fine.
 fn remove(path: &Path) -> Result<(), StartError> {
     match std::fs::remove_file(path) {
@@ -207,6 +249,7 @@ fn remove(path: &Path) -> Result<(), StartError> {
 /// Starts everything and returns once the controllers run.
 pub async fn start(opts: Options) -> Result<Sandbox, StartError> {
     check_ports(&opts)?;
+    let lock = lock_dir(&opts.dir)?;
     let okms_dir = opts.dir.join(OKMS_DIR);
     let okms_store = okms_dir.join(OKMS_STORE);
     let kube_state = opts.dir.join(KUBE_STATE);
@@ -223,9 +266,6 @@ pub async fn start(opts: Options) -> Result<Sandbox, StartError> {
             kube_state.display()
         )));
     }
-    std::fs::create_dir_all(&opts.dir)
-        .map_err(|e| fail("create state directory")(e.to_string()))?;
-
     let mut okms_config = okms_emulator::Config::new(&okms_dir);
     okms_config.listen = SocketAddr::from((LOOPBACK, opts.okms_port));
     okms_config.okms_id = Some(OKMS_ID.into());
@@ -328,6 +368,7 @@ pub async fn start(opts: Options) -> Result<Sandbox, StartError> {
         metrics_addr,
         kubeconfig,
         restored,
+        _lock: lock,
         stop,
         controllers,
         http,

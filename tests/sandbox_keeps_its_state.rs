@@ -1,7 +1,8 @@
 //! The sandbox keeps both stores or neither: a restart shows the same Kubernetes objects (same
 //! uids, resourceVersions that keep increasing, the user's edits) and writes no OKMS version;
 //! `--fresh` starts clean (a new cluster, a new OKMS store); saved state that cannot be used stops
-//! the start with one line naming the file and the way out.
+//! the start with one line naming the file and the way out; a second sandbox on a directory in
+//! use is refused (it would overwrite the first one's state).
 
 mod sandbox_support;
 
@@ -239,4 +240,21 @@ fn unusable_saved_state_is_named_with_the_way_out() {
             && line.contains("--fresh"),
         "{line}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sandbox_on_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Sandbox::start(dir.path(), Ports::free(), &[]);
+    let (code, stderr) = sandbox_support::run_failing(dir.path(), &Ports::free().args(), &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    let line = stderr.trim();
+    assert_eq!(line.lines().count(), 1, "one line: {stderr}");
+    assert!(
+        line.contains(".sandbox is in use by another running sandbox") && line.contains("--dir"),
+        "{line}"
+    );
+    first.stop();
+    // released on exit: the directory can be used again
+    Sandbox::start(dir.path(), Ports::free(), &[]).stop();
 }
