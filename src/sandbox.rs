@@ -156,14 +156,14 @@ fn fail(what: &str) -> impl FnOnce(String) -> Error + '_ {
 /// are caught too), before anything starts.
 pub fn check_ports(opts: &Options) -> Result<(), StartError> {
     let ports = opts.ports();
-    for (i, (first, port, _)) in ports.iter().enumerate() {
-        if let Some((second, ..)) = ports[i + 1..]
-            .iter()
-            .find(|(_, p, _)| *p == *port && *p != 0)
-        {
+    for (i, (_, port, flag)) in ports.iter().enumerate() {
+        if *port == 0 {
+            continue;
+        }
+        if let Some((.., other)) = ports[i + 1..].iter().find(|(_, p, _)| p == port) {
             return Err(StartError::SamePort {
-                first: flag_of(&ports, first),
-                second: flag_of(&ports, second),
+                first: flag,
+                second: other,
                 port: *port,
             });
         }
@@ -189,13 +189,6 @@ pub fn check_ports(opts: &Options) -> Result<(), StartError> {
         }
     }
     Ok(())
-}
-
-fn flag_of(ports: &[(&'static str, u16, &'static str)], what: &str) -> &'static str {
-    ports
-        .iter()
-        .find(|(w, ..)| *w == what)
-        .map_or("", |(.., f)| *f)
 }
 
 /// Locks the state directory for this process (released when the file is closed, also by a
