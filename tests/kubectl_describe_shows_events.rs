@@ -5,69 +5,28 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Stdio;
-
 use serde_json::json;
 
+use common::kubectl::{self, Kubectl};
 use common::{Env, NS};
-
-/// The control plane's kubectl (built by tools/control-plane/build.sh), else one on PATH.
-fn kubectl() -> Option<PathBuf> {
-    let pinned =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/control-plane/v1.34.4/kubectl");
-    [pinned, PathBuf::from("kubectl")].into_iter().find(|k| {
-        std::process::Command::new(k)
-            .args(["version", "--client"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_describe_okmssecret_shows_the_operators_events() {
-    let Some(kubectl) = kubectl() else {
-        eprintln!(
-            "SKIPPED: no kubectl (target/control-plane/v1.34.4/kubectl or on PATH): \
-             kubectl_describe_okmssecret_shows_the_operators_events did not run"
-        );
+    let Some(bin) =
+        kubectl::binary_or_skip("kubectl_describe_okmssecret_shows_the_operators_events")
+    else {
         return;
     };
     let env = Env::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = match env.kube.control_plane() {
-        Some(cp) => cp.kubeconfig_path().to_path_buf(),
-        None => {
-            let path = dir.path().join("kubeconfig");
-            let config = format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: e\n  cluster:\n    server: {}\n\
-                 contexts:\n- name: e\n  context:\n    cluster: e\n    user: u\n\
-                 current-context: e\nusers:\n- name: u\n  user: {{}}\n",
-                env.kube.api_url()
-            );
-            std::fs::write(&path, config).unwrap();
-            path
-        }
-    };
+    let kubectl = Kubectl::new(bin, &env.kube, dir.path());
     env.apply_okms_secret(
         "described",
         json!({"connectionRef": {"name": "okms"}, "path": "describe/db", "source": {"inline": {"a": "b"}}}),
     )
     .await;
     env.wait_ready("described").await;
-    let describe = || {
-        std::process::Command::new(&kubectl)
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .arg("--cache-dir")
-            .arg(dir.path().join("cache"))
-            .args(["describe", "okmssecret", "described", "-n", NS])
-            .stdin(Stdio::null())
-            .output()
-            .expect("run kubectl")
-    };
+    let describe = || kubectl.run(&["describe", "okmssecret", "described", "-n", NS]);
     let text = env
         .wait("kubectl describe lists the Created event", || async {
             let out = describe();

@@ -21,9 +21,12 @@ use super::schema;
     printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".spec.endpoint"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","priority":1,"description":"The Ready condition's message (kubectl get -o wide)","jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#,
+    doc = "How to reach one OKMS domain (endpoint, domain id, credentials); usable by the OkmsSecrets of its own namespace."
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = schema::no_null_in_enums)]
 pub struct OkmsConnectionSpec {
     #[serde(flatten)]
     pub connection: ConnectionSpec,
@@ -42,9 +45,12 @@ pub struct OkmsConnectionSpec {
     printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".spec.endpoint"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","priority":1,"description":"The Ready condition's message (kubectl get -o wide)","jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#,
+    doc = "How to reach one OKMS domain (endpoint, domain id, credentials), cluster-wide; usable by the OkmsSecrets of the namespaces it allows."
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = schema::no_null_in_enums)]
 pub struct ClusterOkmsConnectionSpec {
     #[serde(flatten)]
     pub connection: ConnectionSpec,

@@ -25,9 +25,12 @@ use crate::duration::{RefreshInterval, VersionTtl};
     printcolumn = r#"{"name":"Version","type":"integer","jsonPath":".status.syncedVersion"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","priority":1,"description":"The Ready condition's message (kubectl get -o wide)","jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#,
+    doc = "An OKMS secret path bound to a Kubernetes Secret: pushed from a source Secret or inline data (when `spec.source` is set), and its active version mirrored into the target Secret."
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = schema::no_null_in_enums)]
 #[schemars(extend("x-kubernetes-validations" = [
     { "rule": "!(has(self.version) && has(self.source))", "message": "version pins a mirrored version and cannot be combined with source (mirror-only)" },
     { "rule": "!has(self.deletionPolicy) || self.deletionPolicy != 'Delete' || has(self.source)", "message": "deletionPolicy Delete needs a source: a mirror-only object never deletes what it did not write" }
@@ -408,10 +411,10 @@ pub struct OkmsSecretStatus {
     /// Last version this operator wrote.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_written_version: Option<u32>,
-    /// Keyed HMAC-SHA256 of the desired data last pushed.
+    /// Keyed HMAC-SHA256 of the desired data last pushed, `hmac-sha256:<key id>:<hex>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_hmac: Option<String>,
-    /// Keyed HMAC-SHA256 of the data mirrored into the target Secret.
+    /// Keyed HMAC-SHA256 of the data mirrored into the target Secret, `hmac-sha256:<key id>:<hex>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_hmac: Option<String>,
     /// Name of the target Secret.

@@ -66,6 +66,30 @@ pub fn json_object(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
+/// Takes `null` out of every `enum` (a container transform of the spec types). schemars writes an
+/// `Option<Enum>` as `type: [string, null]` with `null` in its `enum`, which becomes `nullable:
+/// true` + `enum: [..., null]`: `kubectl explain` then lists `<no value>` among the values and a
+/// validation error offers `"null"` as a supported value. Without both, the API server prunes a
+/// `null` a client sends (the field is absent, which means its default) and lists only real values.
+pub fn no_null_in_enums(schema: &mut Schema) {
+    schemars::transform::transform_subschemas(&mut no_null_in_enums, schema);
+    let Some(obj) = schema.as_object_mut() else {
+        return;
+    };
+    let Some(values) = obj.get_mut("enum").and_then(|e| e.as_array_mut()) else {
+        return;
+    };
+    values.retain(|v| !v.is_null());
+    if let Some(serde_json::Value::Array(types)) = obj.get_mut("type") {
+        types.retain(|t| t != "null");
+        if let [only] = types.as_slice() {
+            let only = only.clone();
+            obj.insert("type".into(), only);
+        }
+    }
+    obj.remove("nullable");
+}
+
 /// A `metav1.LabelSelector`, as k8s-openapi describes it.
 pub fn label_selector(generator: &mut SchemaGenerator) -> Schema {
     let mut schema =

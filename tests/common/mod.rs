@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod kubectl;
 
 use std::collections::BTreeMap;
 use std::future::Future;
