@@ -67,6 +67,21 @@ impl Fence {
     }
 }
 
+/// Runs `request` while the fence stays open: it is checked before every poll, so a request
+/// whose connection or TLS handshake was still under way when the fence closed or lapsed (a
+/// process frozen mid-connect, woken after its lease) is dropped before anything is written.
+pub async fn while_open<T, E: From<Fenced>>(
+    fence: &Fence,
+    request: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let mut request = std::pin::pin!(request);
+    std::future::poll_fn(|cx| match fence.check() {
+        Err(why) => std::task::Poll::Ready(Err(E::from(why))),
+        Ok(()) => request.as_mut().poll(cx),
+    })
+    .await
+}
+
 /// A Kubernetes client whose every request but reads (`GET`, which watches are too) is
 /// refused while `fence` is closed or lapsed. The refusal is a `kube::Error::Service` naming it.
 pub fn guard(client: kube::Client, fence: Fence) -> kube::Client {
@@ -75,10 +90,13 @@ pub fn guard(client: kube::Client, fence: Fence) -> kube::Client {
         let (client, fence) = (client.clone(), fence.clone());
         async move {
             let read = matches!(*request.method(), http::Method::GET | http::Method::HEAD);
-            if !read {
-                fence.check()?;
+            if read {
+                return client.send(request).await.map_err(tower::BoxError::from);
             }
-            client.send(request).await.map_err(tower::BoxError::from)
+            while_open(&fence, async {
+                client.send(request).await.map_err(tower::BoxError::from)
+            })
+            .await
         }
     });
     kube::Client::new(service, namespace)

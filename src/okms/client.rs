@@ -317,10 +317,15 @@ impl OkmsClient {
 
     /// All secrets, following the cursors (at most [`MAX_LISTED_SECRETS`]).
     pub async fn list_all_secrets(&self) -> Result<Vec<Secret>> {
-        self.walk("list secrets", None, MAX_LISTED_SECRETS, |cursor| async move {
-            self.list_secrets(Some(MAX_PAGE_SIZE), cursor.as_deref())
-                .await
-        })
+        self.walk(
+            "list secrets",
+            None,
+            MAX_LISTED_SECRETS,
+            |cursor| async move {
+                self.list_secrets(Some(MAX_PAGE_SIZE), cursor.as_deref())
+                    .await
+            },
+        )
         .await
     }
 
@@ -457,10 +462,15 @@ impl OkmsClient {
     /// All versions of a secret, following the cursors (at most [`MAX_VERSIONS`], the most
     /// OKMS keeps of one secret).
     pub async fn list_all_versions(&self, path: &str) -> Result<Vec<SecretVersion>> {
-        self.walk("list versions", Some(path), MAX_VERSIONS, |cursor| async move {
-            self.list_versions(path, Some(MAX_PAGE_SIZE), cursor.as_deref())
-                .await
-        })
+        self.walk(
+            "list versions",
+            Some(path),
+            MAX_VERSIONS,
+            |cursor| async move {
+                self.list_versions(path, Some(MAX_PAGE_SIZE), cursor.as_deref())
+                    .await
+            },
+        )
         .await
     }
 
@@ -501,7 +511,9 @@ impl OkmsClient {
                 return Err(self.unbounded_list(
                     operation,
                     path,
-                    format!("the server sent a pagination cursor longer than {MAX_CURSOR_BYTES} bytes"),
+                    format!(
+                        "the server sent a pagination cursor longer than {MAX_CURSOR_BYTES} bytes"
+                    ),
                 ));
             }
             if !seen.insert(std::hash::BuildHasher::hash_one(&hasher, &next)) {
@@ -763,7 +775,10 @@ impl OkmsClient {
                 return Err(error);
             }
             let started = Instant::now();
-            let outcome = self.send_once(&call).await;
+            let outcome = match &inner.fence {
+                Some(fence) => crate::fence::while_open(fence, self.send_once(&call)).await,
+                None => self.send_once(&call).await,
+            };
             let duration = started.elapsed();
             let status = outcome.as_ref().ok().map(|a| a.status.as_u16());
             if let Some(observer) = &inner.observer {

@@ -56,6 +56,12 @@ pub enum ErrorKind {
     Fenced(crate::fence::Fenced),
 }
 
+impl From<crate::fence::Fenced> for ErrorKind {
+    fn from(why: crate::fence::Fenced) -> Self {
+        ErrorKind::Fenced(why)
+    }
+}
+
 impl OkmsError {
     pub(crate) fn new(operation: &'static str, path: Option<&str>, kind: ErrorKind) -> Self {
         Self {
