@@ -241,3 +241,101 @@ fn every_metric_and_run_flag_is_documented() {
         );
     }
 }
+
+/// The digest format the README documents for `status.sourceHmac` / `status.dataHmac` is what
+/// the code writes, and every other place that shows the format (CRD descriptions, the chart,
+/// examples, other docs) shows the same one.
+#[test]
+fn documented_hmac_format_is_what_status_shows() {
+    let text = readme();
+    let section = subsections(section(&text, "Concepts"))
+        .into_iter()
+        .find(|(h, _)| h.starts_with("HMACs in status"))
+        .map(|(_, body)| body)
+        .expect("README has a `### HMACs in status` subsection");
+    let format = section
+        .split('`')
+        .find(|s| s.starts_with("hmac-sha256:"))
+        .expect("the HMAC section shows the digest format in backticks")
+        .to_string();
+
+    // the format's placeholders, as a pattern
+    let mut pattern = regex::escape(&format);
+    for (placeholder, hex_digits) in [("<key id>", 8), ("<hex>", 64)] {
+        let escaped = regex::escape(placeholder);
+        assert!(
+            pattern.contains(&escaped),
+            "the documented format {format:?} lacks {placeholder}"
+        );
+        pattern = pattern.replace(&escaped, &format!("[0-9a-f]{{{hex_digits}}}"));
+    }
+    assert!(
+        !pattern.contains('<'),
+        "unknown placeholder in the documented format {format:?}"
+    );
+    let pattern = regex::Regex::new(&format!("^{pattern}$")).unwrap();
+
+    // what status holds: a per-object key's digest of data and of a Secret's data map
+    let key = okms_operator::hmac::HmacKey::generate().for_object("apps", "db");
+    let data = std::collections::BTreeMap::from([("password".to_string(), b"x".to_vec())]);
+    for digest in [key.digest(br#"{"password":"x"}"#), key.digest_map(&data)] {
+        assert!(
+            pattern.is_match(&digest),
+            "status shows {digest:?}, README documents {format:?}"
+        );
+    }
+    // positive control: the pattern is not so loose that anything passes
+    assert!(!pattern.is_match("hmac-sha256:0123456789abcdef"));
+
+    // every other place that shows a digest's form shows this one
+    let mut files = vec![
+        "crds/okmssecrets.okms.dev.yaml".to_string(),
+        "charts/okms-operator/crds/okmssecrets.okms.dev.yaml".to_string(),
+    ];
+    for dir in [
+        "examples",
+        "charts/okms-operator/templates",
+        "docs",
+        "crates",
+    ] {
+        let mut stack = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join(dir)];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() && !p.ends_with("target") {
+                    stack.push(p);
+                } else if p
+                    .extension()
+                    .is_some_and(|x| ["md", "yaml", "yml", "txt"].iter().any(|y| x == *y))
+                {
+                    files.push(
+                        p.strip_prefix(env!("CARGO_MANIFEST_DIR"))
+                            .unwrap()
+                            .display()
+                            .to_string(),
+                    );
+                }
+            }
+        }
+    }
+    files.extend(["README.md", "RELIABILITY.md", "BENCHMARKS.md"].map(String::from));
+    let mut shown = 0;
+    for file in files {
+        let body = read(&file);
+        for (at, _) in body.match_indices("hmac-sha256:") {
+            shown += 1;
+            let rest = &body[at..];
+            assert!(
+                rest.starts_with(&format)
+                    || pattern.is_match(
+                        rest.split(|c: char| c.is_whitespace() || c == '`')
+                            .next()
+                            .unwrap_or_default()
+                    ),
+                "{file} shows the digest as {:?}, not as {format:?}",
+                rest.lines().next().unwrap_or_default()
+            );
+        }
+    }
+    assert!(shown >= 3, "the format is shown in only {shown} places");
+}
