@@ -36,7 +36,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the operator (the default).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print every CRD as multi-document YAML.
     Crd,
     /// Try it out: both emulators, the CRDs, the examples' connections, the quickstart and the
@@ -94,6 +94,10 @@ struct RunArgs {
         default_value = "0.0.0.0:8080"
     )]
     metrics_addr: SocketAddr,
+    /// Also serve /healthz and /readyz on this address, on a listener of their own (its own
+    /// connection cap), so that the kubelet's probes do not share a port with metric scrapers.
+    #[arg(long, env = "OKMS_OPERATOR_HEALTH_ADDR")]
+    health_addr: Option<SocketAddr>,
     /// Log format.
     #[arg(long, env = "OKMS_OPERATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     log_format: LogFormat,
@@ -163,7 +167,7 @@ fn main() -> anyhow::Result<()> {
             print!("{}", okms_operator::crd::crds_yaml());
             Ok(())
         }
-        Some(Command::Run(args)) => run_on_worker(runtime, args),
+        Some(Command::Run(args)) => run_on_worker(runtime, *args),
         Some(Command::Sandbox(args)) => {
             // the sandbox is run by people trying it out: one line saying what went wrong
             // (anyhow's Debug form adds a backtrace with RUST_BACKTRACE=1), and exit status 1
@@ -259,6 +263,24 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     .await
     .with_context(|| format!("binding the metrics address {}", args.metrics_addr))?;
     tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
+    let probes_task = match args.health_addr {
+        Some(health_addr) => {
+            let mut probes_stop = stop_rx.clone();
+            let (addr, task) = http::serve_router(
+                health_addr,
+                http::probes_router(health.clone()),
+                http::Limits::default(),
+                async move {
+                    let _ = probes_stop.wait_for(|s| *s).await;
+                },
+            )
+            .await
+            .with_context(|| format!("binding the health address {health_addr}"))?;
+            tracing::info!(%addr, "serving /healthz, /readyz");
+            Some(task)
+        }
+        None => None,
+    };
 
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -285,6 +307,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let mut stop = stop_rx.clone();
         if !elector.acquire(&mut stop).await {
             let _ = http_task.await;
+            if let Some(task) = probes_task {
+                let _ = task.await;
+            }
             return Ok(());
         }
         health.watches_synced.store(false, Ordering::Relaxed);
@@ -333,6 +358,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         anyhow::bail!("lost leadership of the Lease; exiting");
     }
     let _ = http_task.await;
+    if let Some(task) = probes_task {
+        let _ = task.await;
+    }
     Ok(())
 }
 
