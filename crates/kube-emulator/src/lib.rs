@@ -57,11 +57,14 @@ impl Default for Options {
     }
 }
 
-/// The snapshot writer of a persisted emulator.
+/// The snapshot writer of a persisted emulator (boxed in [`KubeEmulator`], which tests hold in
+/// enums beside smaller handles).
 struct Persistence {
     path: PathBuf,
     cancel: tokio_util::sync::CancellationToken,
     writer: tokio::task::JoinHandle<()>,
+    /// The store was loaded from the file at start.
+    restored: bool,
 }
 
 /// A running emulator.
@@ -73,8 +76,7 @@ pub struct KubeEmulator {
     control: Arc<faults::Control>,
     shutdown: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
-    persistence: Option<Persistence>,
-    restored: bool,
+    persistence: Option<Box<Persistence>>,
 }
 
 /// Binds, starts serving, writes the kubeconfig (with the real port) when asked.
@@ -137,11 +139,12 @@ pub async fn start(opts: Options) -> Result<KubeEmulator, Error> {
             path.clone(),
             cancel.clone(),
         ));
-        Persistence {
+        Box::new(Persistence {
             path,
             cancel,
             writer,
-        }
+            restored,
+        })
     });
     tracing::info!(%url, state_file = ?persistence.as_ref().map(|p| &p.path), restored, "kube-emulator listening");
     Ok(KubeEmulator {
@@ -153,7 +156,6 @@ pub async fn start(opts: Options) -> Result<KubeEmulator, Error> {
         shutdown,
         task,
         persistence,
-        restored,
     })
 }
 
@@ -218,7 +220,7 @@ impl KubeEmulator {
 
     /// Whether the store was loaded from [`Options::state_file`] (false: it started empty).
     pub fn restored(&self) -> bool {
-        self.restored
+        self.persistence.as_ref().is_some_and(|p| p.restored)
     }
 
     /// Saves the store to [`Options::state_file`] now (nothing to do without one).
