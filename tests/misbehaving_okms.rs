@@ -42,8 +42,10 @@ fn version(id: usize) -> Value {
 async fn answer(State(fake): State<Arc<Fake>>, uri: Uri, headers: HeaderMap) -> Response {
     let path = uri.path();
     if path.ends_with("/v2/secretConfig") {
-        return axum::Json(json!({"casRequired": false, "maxVersions": 10, "deactivateVersionAfter": "0s"}))
-            .into_response();
+        return axum::Json(
+            json!({"casRequired": false, "maxVersions": 10, "deactivateVersionAfter": "0s"}),
+        )
+        .into_response();
     }
     if path.ends_with("/version") {
         let n = fake.served.fetch_add(1, Ordering::SeqCst);
@@ -52,7 +54,9 @@ async fn answer(State(fake): State<Arc<Fake>>, uri: Uri, headers: HeaderMap) -> 
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         let (next, items) = match fake.pages {
-            Pages::Alternating { items } => (if cursor == "A" { "B" } else { "A" }.to_string(), items),
+            Pages::Alternating { items } => {
+                (if cursor == "A" { "B" } else { "A" }.to_string(), items)
+            }
             Pages::EndlessEmpty => (format!("c{n}"), 0),
             Pages::EndlessFull { items } => (format!("c{n}"), items),
         };
@@ -113,29 +117,45 @@ async fn a_version_list_that_never_ends_is_cut_short_with_a_clear_error() {
     let before = peak_rss_mib();
     let cases = [
         // the reported attack: two cursors in turn, 20 000 versions a page
-        (Pages::Alternating { items: 20_000 }, "more than 24000 items", 2),
+        (
+            Pages::Alternating { items: 20_000 },
+            "more than 24000 items",
+            2,
+        ),
         // the same loop with small pages: the cursor seen before ends it
         (Pages::Alternating { items: 10 }, "sent before (a loop)", 3),
         // fresh cursors forever: the item bound (OKMS keeps at most 24 000 versions)
-        (Pages::EndlessFull { items: 100 }, "more than 24000 items", 241),
+        (
+            Pages::EndlessFull { items: 100 },
+            "more than 24000 items",
+            241,
+        ),
         // fresh cursors and empty pages forever: the page bound
         (Pages::EndlessEmpty, "past 2401 pages", 2401),
     ];
     for (pages, want, max_served) in cases {
         let (endpoint, fake) = fake_okms(pages).await;
         let started = Instant::now();
-        let outcome =
-            tokio::time::timeout(Duration::from_secs(60), client(&endpoint).list_all_versions("loop/db"))
-                .await
-                .expect("the walk ends within 60 s");
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(60),
+            client(&endpoint).list_all_versions("loop/db"),
+        )
+        .await
+        .expect("the walk ends within 60 s");
         let took = started.elapsed();
         let served = fake.served.load(Ordering::SeqCst);
         let err = outcome.expect_err("an endless list is an error, not a result");
         let text = err.to_string();
         eprintln!("{want:?}: {served} pages in {took:?}: {text}");
         assert!(text.contains(want), "error {text:?} does not say {want:?}");
-        assert!(text.contains("list versions") && text.contains("loop/db"), "{text}");
-        assert!(served <= max_served, "{served} pages read, bound {max_served}");
+        assert!(
+            text.contains("list versions") && text.contains("loop/db"),
+            "{text}"
+        );
+        assert!(
+            served <= max_served,
+            "{served} pages read, bound {max_served}"
+        );
     }
     // the whole walk kept a bounded amount: one 20 000-item page is ~2 MB of JSON, the
     // unbounded walk grew by gigabytes in under a minute
@@ -184,7 +204,10 @@ async fn an_object_over_a_looping_version_list_reports_remote_error() {
     let served = fake.served.load(Ordering::SeqCst);
     // each attempt reads two pages at most before the bound stops it
     assert!(served <= 40, "{served} version pages read");
-    assert!(env.target("looped").await.is_none(), "nothing to mirror, nothing written");
+    assert!(
+        env.target("looped").await.is_none(),
+        "nothing to mirror, nothing written"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,9 +223,14 @@ async fn an_absurd_retry_after_delays_an_object_by_the_cap_at_most() {
         error_status: 429,
         retry_after_secs: Some(999_999),
         only: Some(
-            ["secret.create", "secret.get", "secret.getData", "secret.update"]
-                .map(String::from)
-                .to_vec(),
+            [
+                "secret.create",
+                "secret.get",
+                "secret.getData",
+                "secret.update",
+            ]
+            .map(String::from)
+            .to_vec(),
         ),
         ..Default::default()
     });
@@ -270,22 +298,49 @@ async fn a_secret_deleted_and_recreated_at_the_same_version_is_noticed() {
     env.wait_ready("mirrored").await;
     let calls_before = env.okms_calls();
 
-    // someone deletes both and recreates them: version 1 again, with other data
-    for (path, v) in [("ident/pushed", "theirs"), ("ident/mirrored", "after")] {
-        env.remote.delete_secret(path).await.expect("delete");
+    // someone deletes both and recreates them: version 1 again, with other data. OKMS gives
+    // `createdAt` to the second: the push object knows its path by its owner record, which the
+    // recreated secret lacks, even within the same second; the mirror-only object has only
+    // `createdAt`, so its path is recreated until the second has changed.
+    env.remote
+        .delete_secret("ident/pushed")
+        .await
+        .expect("delete");
+    env.remote
+        .create_secret("ident/pushed", &data("theirs"), None)
+        .await
+        .expect("recreate");
+    let created = |path: &'static str| {
+        let remote = env.remote.clone();
+        async move {
+            remote
+                .get_secret(path, None, false)
+                .await
+                .ok()
+                .and_then(|s| s.metadata.created_at)
+        }
+    };
+    let before = created("ident/mirrored").await.expect("createdAt");
+    env.wait("the mirrored path recreated in another second", || async {
+        env.remote.delete_secret("ident/mirrored").await.ok()?;
         env.remote
-            .create_secret(path, &data(v), None)
+            .create_secret("ident/mirrored", &data("after"), None)
             .await
-            .expect("recreate");
-    }
+            .ok()?;
+        created("ident/mirrored").await.filter(|t| *t != before)
+    })
+    .await;
 
     // the push object writes its data again (the source wins); the mirror follows OKMS
-    env.wait("the push object rewrote its data over the recreated secret", || async {
-        let versions = env.versions("ident/pushed").await;
-        let last = versions.last()?;
-        (versions.len() == 2 && env.version_data("ident/pushed", last.id).await["v"] == "ours")
-            .then_some(())
-    })
+    env.wait(
+        "the push object rewrote its data over the recreated secret",
+        || async {
+            let versions = env.versions("ident/pushed").await;
+            let last = versions.last()?;
+            (versions.len() == 2 && env.version_data("ident/pushed", last.id).await["v"] == "ours")
+                .then_some(())
+        },
+    )
     .await;
     env.wait("the mirror holds the recreated secret's data", || async {
         (env.target("mirrored").await?.get("v")? == "after").then_some(())

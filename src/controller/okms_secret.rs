@@ -383,15 +383,19 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
 
     // The remote secret's identity: one deleted and recreated at the same path (even back at
     // the version number status names) voids what status says about it, and is read in full.
-    let remote_prev = if plan::same_remote(prev, &metadata) {
+    let writer = desired.is_some().then_some(me.as_str());
+    let remote_prev = if plan::same_remote(prev, &metadata, writer) {
         prev
     } else {
         events.push((
             "RemoteRecreated",
             format!(
-                "OKMS secret {path:?} was deleted and recreated since the last sync (createdAt {} → {}): read it again",
-                prev.and_then(|p| p.remote_created_at.as_deref()).unwrap_or("?"),
-                plan::remote_identity(&metadata).unwrap_or_default()
+                "OKMS secret {path:?} was deleted and recreated since the last sync (created {}, owner record {}): read it again",
+                plan::remote_identity(&metadata).unwrap_or_else(|| "at an unknown time".into()),
+                match writer.map(|me| plan::ownership(&metadata, me)) {
+                    Some(plan::Ownership::Unclaimed) => "gone",
+                    _ => "as before",
+                }
             ),
         ));
         None
@@ -665,7 +669,9 @@ async fn effective_version_ttl(
         return Ok(Some(ttl));
     }
     let domain = client.get_secret_config().await?;
-    Ok(plan::version_ttl(domain.deactivate_version_after.as_deref()))
+    Ok(plan::version_ttl(
+        domain.deactivate_version_after.as_deref(),
+    ))
 }
 
 /// Maps a reason read back from status to the static string it came from.

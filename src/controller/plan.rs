@@ -265,18 +265,29 @@ pub fn must_compare_remote(
 }
 
 /// Whether the remote secret is still the one `status` describes. A secret deleted and
-/// recreated at the same path (by anyone, even back at the same version number) has a new
-/// `createdAt`, and what status says of the old one (versions seen, digests pushed) no longer
-/// holds. Unknown on either side (a status written before the field existed, a server that sends
-/// no `createdAt`) counts as the same: nothing better is known.
-pub fn same_remote(status: Option<&OkmsSecretStatus>, metadata: &SecretMetadata) -> bool {
+/// recreated at the same path (by anyone, even back at the version number status names) has a
+/// new `createdAt` — to the second only, on OKMS — and, for a writer (`me`: its owner record),
+/// lost the owner record the writer put on it. Then what status says of the old one (versions
+/// seen, digests pushed) no longer holds. Unknown on either side (a status written before the
+/// field existed, a server that sends no `createdAt`) counts as the same: nothing better is known.
+pub fn same_remote(
+    status: Option<&OkmsSecretStatus>,
+    metadata: &SecretMetadata,
+    me: Option<&str>,
+) -> bool {
+    let Some(status) = status else { return true };
     let known = status
-        .and_then(|s| s.remote_created_at.as_deref())
+        .remote_created_at
+        .as_deref()
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
-    match (known, metadata.created_at) {
-        (Some(known), Some(now)) => known == now,
-        _ => true,
+    if let (Some(known), Some(now)) = (known, metadata.created_at)
+        && known != now
+    {
+        return false;
     }
+    // a writer that synced this path before left its owner record on it
+    !(me.is_some_and(|me| ownership(metadata, me) == Ownership::Unclaimed)
+        && status.current_version.is_some())
 }
 
 /// The identity recorded in status for [`same_remote`].
@@ -426,24 +437,49 @@ mod tests {
                 .map(|d| d.with_timezone(&chrono::Utc)),
             ..Default::default()
         };
-        let first = at("2026-11-29T10:00:00.123456Z");
+        let first = at("2026-11-29T10:00:00Z");
         let status = OkmsSecretStatus {
             remote_created_at: remote_identity(&first),
             ..Default::default()
         };
-        assert!(same_remote(Some(&status), &first));
+        assert!(same_remote(Some(&status), &first, None));
         // the same instant written another way is the same secret
-        assert!(same_remote(Some(&status), &at("2026-11-29T11:00:00.123456+01:00")));
-        assert!(!same_remote(Some(&status), &at("2026-11-29T10:00:05Z")));
+        assert!(same_remote(
+            Some(&status),
+            &at("2026-11-29T11:00:00+01:00"),
+            None
+        ));
+        assert!(!same_remote(
+            Some(&status),
+            &at("2026-11-29T10:00:05Z"),
+            None
+        ));
         // nothing known on one side: nothing to compare
-        assert!(same_remote(None, &first));
-        assert!(same_remote(Some(&OkmsSecretStatus::default()), &first));
-        assert!(same_remote(Some(&status), &SecretMetadata::default()));
+        assert!(same_remote(None, &first, None));
+        assert!(same_remote(
+            Some(&OkmsSecretStatus::default()),
+            &first,
+            None
+        ));
+        assert!(same_remote(Some(&status), &SecretMetadata::default(), None));
         let garbled = OkmsSecretStatus {
             remote_created_at: Some("yesterday".into()),
             ..Default::default()
         };
-        assert!(same_remote(Some(&garbled), &first));
+        assert!(same_remote(Some(&garbled), &first, None));
+
+        // recreated within the same second: a writer finds its owner record gone
+        let me = "c/ns/db";
+        let mut owned = first.clone();
+        owned.custom_metadata = Some([(OWNER_KEY.to_string(), me.to_string())].into());
+        let synced = OkmsSecretStatus {
+            current_version: Some(1),
+            ..status.clone()
+        };
+        assert!(same_remote(Some(&synced), &owned, Some(me)));
+        assert!(!same_remote(Some(&synced), &first, Some(me)));
+        // never synced: an unclaimed path is one to adopt, not a recreated one
+        assert!(same_remote(Some(&status), &first, Some(me)));
     }
 
     #[test]
@@ -458,16 +494,32 @@ mod tests {
         };
         let hour = Some(Duration::from_secs(3600));
         assert_eq!(version_ttl(Some("1h")), hour);
-        assert_eq!(version_ttl(Some("0s")), None, "0s: no expiry (or the domain's)");
+        assert_eq!(
+            version_ttl(Some("0s")),
+            None,
+            "0s: no expiry (or the domain's)"
+        );
         assert_eq!(version_ttl(Some("soon")), None);
         assert_eq!(version_ttl(None), None);
         // deactivated by OKMS when due (or later, when it was evaluated lazily)
-        assert!(expired(&version(VersionState::Deactivated, Some(3600)), hour));
-        assert!(expired(&version(VersionState::Deactivated, Some(7200)), hour));
+        assert!(expired(
+            &version(VersionState::Deactivated, Some(3600)),
+            hour
+        ));
+        assert!(expired(
+            &version(VersionState::Deactivated, Some(7200)),
+            hour
+        ));
         // by hand, before it was due: a rollback
-        assert!(!expired(&version(VersionState::Deactivated, Some(600)), hour));
+        assert!(!expired(
+            &version(VersionState::Deactivated, Some(600)),
+            hour
+        ));
         // no TTL, no deactivation time, or still active: not an expiry
-        assert!(!expired(&version(VersionState::Deactivated, Some(3600)), None));
+        assert!(!expired(
+            &version(VersionState::Deactivated, Some(3600)),
+            None
+        ));
         assert!(!expired(&version(VersionState::Deactivated, None), hour));
         assert!(!expired(&version(VersionState::Active, Some(3600)), hour));
         // a TTL too large for a date is no expiry, not a panic
