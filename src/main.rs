@@ -152,16 +152,6 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("start the async runtime")?;
-    // On a worker, not on this thread: `block_on` polls its future on the calling thread, so the
-    // controllers would run here while their connections run on the workers, and every response
-    // would wake another thread (a context switch per request).
-    let on_worker = |args| {
-        runtime.block_on(async {
-            tokio::spawn(run(args))
-                .await
-                .context("the operator's main task panicked")?
-        })
-    };
     match cli.command {
         Some(Command::Crd) => {
             print!("{}", okms_operator::crd::crds_yaml());
@@ -348,18 +338,19 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     metrics.leader.set(0);
+    // released only once nothing can be written any more: the next leader never overlaps
     if let Some(elector) = &elector
         && !lost
     {
-        elector.release().await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), elector.release()).await;
     }
     if lost {
-        // another replica may already be writing: exit at once and let Kubernetes restart us
         anyhow::bail!("lost leadership of the Lease; exiting");
     }
-    let _ = http_task.await;
+    // a scraper holding a connection open does not hold the exit up
+    let _ = tokio::time::timeout(Duration::from_secs(1), http_task).await;
     if let Some(task) = probes_task {
-        let _ = task.await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
     }
     Ok(())
 }

@@ -69,17 +69,25 @@ async fn an_expired_version_is_written_again_and_a_rollback_is_left_alone() {
     assert_eq!(env.target("exp").await.expect("target")["v"], "kept");
     let events = env.events_of("exp").await;
     assert!(
-        events.iter().any(|(_, note)| note.contains("expired (deactivateVersionAfter 1h)")),
+        events
+            .iter()
+            .any(|(_, note)| note.contains("expired (deactivateVersionAfter 1h)")),
         "{events:?}"
     );
 
     // the rollback stands: version 1 of `rolled` expired too, and nothing rewrote version 2's
     // data; `rolled` now has nothing active, and says why, keeping its last data
-    let o = env.wait_reason("rolled", "False", &["VersionInactive"]).await;
+    let o = env
+        .wait_reason("rolled", "False", &["VersionInactive"])
+        .await;
     let message = common::ready_message(&o);
     assert!(message.contains("expired"), "{message}");
     let versions = env.versions("exp/rolled").await;
-    assert_eq!(versions.len(), 2, "no version written over a rollback: {versions:?}");
+    assert_eq!(
+        versions.len(),
+        2,
+        "no version written over a rollback: {versions:?}"
+    );
     assert_eq!(env.target("rolled").await.expect("target")["v"], "rolled");
 }
 
@@ -111,11 +119,16 @@ async fn a_mirror_whose_version_expired_says_so_and_keeps_its_data() {
     .await;
     env.wait_ready("mirror").await;
     env.okms.advance_clock(Duration::from_secs(2 * 3600 + 1));
-    let o = env.wait_reason("mirror", "False", &["VersionInactive"]).await;
+    let o = env
+        .wait_reason("mirror", "False", &["VersionInactive"])
+        .await;
     let message = common::ready_message(&o);
     assert!(
         message.contains("version 1 expired (deactivateVersionAfter 2h)"),
         "{message}"
     );
-    assert_eq!(env.target("mirror").await.expect("target kept")["v"], "mirrored");
+    assert_eq!(
+        env.target("mirror").await.expect("target kept")["v"],
+        "mirrored"
+    );
 }
