@@ -38,6 +38,11 @@ pub struct OperationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReadyLabels {
     pub ready: &'static str,
 }
@@ -53,7 +58,12 @@ pub struct Metrics {
     pub secrets_mirrored: Counter,
     pub objects: Family<ReadyLabels, Gauge>,
     pub leader: Gauge,
+    /// Rotations of generated values by result (`rotated`, `failed`).
+    pub rotations: Family<ResultLabels, Counter>,
+    /// OkmsSecrets whose rotation is due and was not done.
+    pub rotations_overdue: Gauge,
     ready_by_object: Mutex<HashMap<String, bool>>,
+    overdue_objects: Mutex<std::collections::HashSet<String>>,
     reconciles_done: AtomicU64,
 }
 
@@ -111,6 +121,22 @@ impl Metrics {
         registry.register("objects", "OkmsSecrets by Ready state", objects.clone());
         let leader = Gauge::default();
         registry.register("leader", "1 when this replica leads", leader.clone());
+        let rotations = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "rotations",
+            "Rotations of generated values by result (rotated, failed)",
+            rotations.clone(),
+        );
+        // both results exported from the start: an alert on `failed` needs the series
+        for result in ["rotated", "failed"] {
+            let _ = rotations.get_or_create(&ResultLabels { result });
+        }
+        let rotations_overdue = Gauge::default();
+        registry.register(
+            "rotations_overdue",
+            "OkmsSecrets whose rotation is due and not done (its last attempt failed)",
+            rotations_overdue.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -121,7 +147,10 @@ impl Metrics {
             secrets_mirrored,
             objects,
             leader,
+            rotations,
+            rotations_overdue,
             ready_by_object: Mutex::new(HashMap::new()),
+            overdue_objects: Mutex::new(std::collections::HashSet::new()),
             reconciles_done: AtomicU64::new(0),
         }
     }
@@ -173,6 +202,20 @@ impl Metrics {
                 operation: record.operation,
             })
             .observe(record.duration.as_secs_f64());
+    }
+
+    /// Tracks whether one OkmsSecret's rotation is overdue (`false` also when it was deleted).
+    pub fn set_rotation_overdue(&self, key: &str, overdue: bool) {
+        let mut set = self.overdue_objects.lock();
+        let changed = if overdue {
+            set.insert(key.to_string())
+        } else {
+            set.remove(key)
+        };
+        if changed {
+            self.rotations_overdue
+                .set(i64::try_from(set.len()).unwrap_or(i64::MAX));
+        }
     }
 
     /// Tracks the Ready state of one OkmsSecret (`None` = deleted) for the `objects` gauge.
