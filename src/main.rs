@@ -366,15 +366,18 @@ async fn sandbox(args: SandboxArgs) -> anyhow::Result<()> {
         fresh: args.fresh,
     })
     .await?;
-    println!("{}", sandbox.instructions());
-    // One listener for the whole run: a Ctrl-C that arrives while the select below moves from
-    // one wait to the next is kept in the channel, not lost between two listeners.
+    // Listening before the instructions are printed: a Ctrl-C right after them stops the
+    // sandbox cleanly (saving its state) instead of killing it. One listener for the whole run: a
+    // Ctrl-C that arrives while the select below moves from one wait to the next is kept in the
+    // channel, not lost between two listeners.
+    let signals = stop_signals()?;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let (mut stop_early, mut stop_later) = (stop.clone(), stop);
     tokio::spawn(async move {
-        shutdown_signal().await;
+        signals.await;
         let _ = stop_tx.send(true);
     });
+    println!("{}", sandbox.instructions());
     tokio::select! {
         ready = sandbox.wait_quickstart_ready(Duration::from_secs(60)) => {
             if ready {
@@ -389,6 +392,27 @@ async fn sandbox(args: SandboxArgs) -> anyhow::Result<()> {
     tracing::info!("stopping the sandbox");
     sandbox.shutdown().await;
     Ok(())
+}
+
+/// Ctrl-C or SIGTERM, listened for from now on (the handlers are installed here, not when the
+/// future is first polled).
+fn stop_signals() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut int = signal(SignalKind::interrupt()).context("listen for Ctrl-C")?;
+        let mut term = signal(SignalKind::terminate()).context("listen for SIGTERM")?;
+        Ok(async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
 
 async fn shutdown_signal() {
