@@ -248,12 +248,23 @@ impl Fetched {
 
     /// Isolation: namespace (cluster kind) and path prefix checks, before any OKMS call.
     pub async fn check_allowed(&self, ctx: &Context, namespace: &str, path: &str) -> Result<()> {
+        self.check_allowed_with(&ctx.client, namespace, path).await
+    }
+
+    /// [`Fetched::check_allowed`] with any Kubernetes client (the kubectl plugin passes the
+    /// user's own, so a Namespace the user cannot read is not read).
+    pub async fn check_allowed_with(
+        &self,
+        client: &kube::Client,
+        namespace: &str,
+        path: &str,
+    ) -> Result<()> {
         if let Some(entries) = &self.spec.allowed_paths {
             isolation::check_allowed_paths(entries)
                 .map_err(|e| Error::InvalidSpec(format!("{}: {e}", self.display())))?;
         }
         if self.kind == ConnectionKind::ClusterOkmsConnection
-            && !namespace_allowed(ctx, self.allowed_namespaces.as_ref(), namespace).await?
+            && !namespace_allowed(client, self.allowed_namespaces.as_ref(), namespace).await?
         {
             return Err(Error::NotAllowed(format!(
                 "namespace {namespace:?} is not in allowedNamespaces of {}",
@@ -271,7 +282,7 @@ impl Fetched {
 }
 
 async fn namespace_allowed(
-    ctx: &Context,
+    client: &kube::Client,
     allowed: Option<&AllowedNamespaces>,
     namespace: &str,
 ) -> Result<bool> {
@@ -284,7 +295,7 @@ async fn namespace_allowed(
     let Some(selector) = &allowed.selector else {
         return Ok(false);
     };
-    let ns = Api::<Namespace>::all(ctx.client.clone())
+    let ns = Api::<Namespace>::all(client.clone())
         .get_opt(namespace)
         .await?;
     let labels = ns.map(|n| n.labels().clone()).unwrap_or_default();
@@ -419,6 +430,37 @@ pub async fn client_for(ctx: &Context, conn: &Fetched) -> Result<Resolved> {
             return Ok(e.resolved.clone());
         }
     }
+    let mut config = client_config(conn, endpoint, creds)?;
+    let metrics = ctx.metrics.clone();
+    config.observer = Some(Arc::new(move |r| metrics.okms_request(r)));
+    config.fence = Some(ctx.fence.clone());
+    let client = OkmsClient::new(config).map_err(|e| Error::ConnectionNotReady {
+        name: conn.display(),
+        message: e.to_string(),
+    })?;
+    let resolved = Resolved {
+        client,
+        name: conn.display(),
+    };
+    ctx.connections.entries.lock().insert(
+        key,
+        Entry {
+            fingerprint,
+            connection_version: conn.resource_version.clone(),
+            checked: Instant::now(),
+            resolved: resolved.clone(),
+        },
+    );
+    Ok(resolved)
+}
+
+/// The client configuration of a connection, from its spec (validated endpoint, timeout, rate
+/// limit) and its credentials; without observer or fence, which belong to the caller.
+pub fn client_config(
+    conn: &Fetched,
+    endpoint: url::Url,
+    creds: Credentials,
+) -> Result<ClientConfig> {
     let not_ready = |message: String| Error::ConnectionNotReady {
         name: conn.display(),
         message,
@@ -439,37 +481,48 @@ pub async fn client_for(ctx: &Context, conn: &Fetched) -> Result<Resolved> {
         requests_per_second: f64::from(rps),
         burst: conn.spec.burst.unwrap_or(rps.saturating_mul(2)),
     });
-    let metrics = ctx.metrics.clone();
-    config.observer = Some(Arc::new(move |r| metrics.okms_request(r)));
-    config.fence = Some(ctx.fence.clone());
-    let client = OkmsClient::new(config).map_err(|e| not_ready(e.to_string()))?;
-    let resolved = Resolved {
-        client,
-        name: conn.display(),
-    };
-    ctx.connections.entries.lock().insert(
-        key,
-        Entry {
-            fingerprint,
-            connection_version: conn.resource_version.clone(),
-            checked: Instant::now(),
-            resolved: resolved.clone(),
-        },
-    );
-    Ok(resolved)
+    Ok(config)
 }
 
-struct Credentials {
-    auth: Auth,
-    ca_pem: Option<Vec<u8>>,
+/// A connection's credentials, read from its Secrets.
+pub struct Credentials {
+    pub auth: Auth,
+    pub ca_pem: Option<Vec<u8>>,
     /// resourceVersions of the Secrets read, for the cache fingerprint.
-    versions: String,
+    pub versions: String,
 }
 
 async fn load_credentials(ctx: &Context, conn: &Fetched) -> Result<Credentials> {
+    let client = &ctx.client;
+    read_credentials(conn, |ns, name| async move {
+        Ok(Api::<Secret>::namespaced(client.clone(), &ns)
+            .get_opt(&name)
+            .await?)
+    })
+    .await
+}
+
+/// Reads a connection's credentials (and CA) through `get(namespace, name)`, which returns the
+/// Secret or `None` when it does not exist. An OkmsConnection's refs are read in its own
+/// namespace only. The kubectl plugin passes a reader that uses the user's own access.
+pub async fn read_credentials<E, F, Fut>(conn: &Fetched, mut get: F) -> Result<Credentials, E>
+where
+    E: From<Error>,
+    F: FnMut(String, String) -> Fut,
+    Fut: Future<Output = Result<Option<Secret>, E>>,
+{
     let not_ready = |message: String| Error::ConnectionNotReady {
         name: conn.display(),
         message,
+    };
+    let mut get_secret = async |ns: &str, name: &str| -> Result<Secret, E> {
+        get(ns.to_string(), name.to_string()).await?.ok_or_else(|| {
+            Error::ConnectionNotReady {
+                name: conn.display(),
+                message: format!("credentials Secret {ns}/{name} not found"),
+            }
+            .into()
+        })
     };
     let secret_ns = |ns: &Option<String>| -> Result<String> {
         match conn.kind {
@@ -489,7 +542,7 @@ async fn load_credentials(ctx: &Context, conn: &Fetched) -> Result<Credentials> 
     let auth = match (&conn.spec.auth.mtls, &conn.spec.auth.token) {
         (Some(mtls), None) => {
             let ns = secret_ns(&mtls.secret_ref.namespace)?;
-            let secret = get_secret(ctx, &ns, &mtls.secret_ref.name, conn).await?;
+            let secret = get_secret(&ns, &mtls.secret_ref.name).await?;
             versions.push(secret.resource_version().unwrap_or_default());
             let cert = secret_key(&secret, "tls.crt").ok_or_else(|| {
                 not_ready(format!(
@@ -511,7 +564,7 @@ async fn load_credentials(ctx: &Context, conn: &Fetched) -> Result<Credentials> 
         (None, Some(token)) => {
             let r = &token.secret_ref;
             let ns = secret_ns(&r.namespace)?;
-            let secret = get_secret(ctx, &ns, &r.name, conn).await?;
+            let secret = get_secret(&ns, &r.name).await?;
             versions.push(secret.resource_version().unwrap_or_default());
             let bytes = secret_key(&secret, &r.key).ok_or_else(|| {
                 not_ready(format!("Secret {ns}/{} has no key {:?}", r.name, r.key))
@@ -524,13 +577,14 @@ async fn load_credentials(ctx: &Context, conn: &Fetched) -> Result<Credentials> 
             return Err(Error::InvalidSpec(format!(
                 "{}: set exactly one of auth.mtls or auth.token",
                 conn.display()
-            )));
+            ))
+            .into());
         }
     };
     let mut ca_pem = conn.spec.ca_bundle.as_ref().map(|s| s.as_bytes().to_vec());
     if let Some(r) = &conn.spec.ca_secret_ref {
         let ns = secret_ns(&r.namespace)?;
-        let secret = get_secret(ctx, &ns, &r.name, conn).await?;
+        let secret = get_secret(&ns, &r.name).await?;
         versions.push(secret.resource_version().unwrap_or_default());
         let bytes = secret_key(&secret, &r.key)
             .ok_or_else(|| not_ready(format!("Secret {ns}/{} has no key {:?}", r.name, r.key)))?;
@@ -544,16 +598,6 @@ async fn load_credentials(ctx: &Context, conn: &Fetched) -> Result<Credentials> 
         ca_pem,
         versions: versions.join(","),
     })
-}
-
-async fn get_secret(ctx: &Context, ns: &str, name: &str, conn: &Fetched) -> Result<Secret> {
-    Api::<Secret>::namespaced(ctx.client.clone(), ns)
-        .get_opt(name)
-        .await?
-        .ok_or_else(|| Error::ConnectionNotReady {
-            name: conn.display(),
-            message: format!("credentials Secret {ns}/{name} not found"),
-        })
 }
 
 fn secret_key<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
