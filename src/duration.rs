@@ -26,6 +26,8 @@ pub type Timeout = Bounded<{ 10 * 60 }, true>;
 /// `remote.deactivateVersionAfter`: OKMS's Vault units (`s`, `m`, `h`, `d`), at most 10 years
 /// (OKMS publishes no bound; this one only keeps the value far from overflow).
 pub type VersionTtl = Bounded<{ 3650 * DAY }, false>;
+/// `rotation.interval`: at most 10 years (at least a minute, checked where it is used).
+pub type RotationInterval = Bounded<{ 3650 * DAY }, false>;
 /// Operator flags such as `--lease-duration`: at most one day, milliseconds allowed.
 pub type FlagDuration = Bounded<DAY, true>;
 

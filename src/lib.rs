@@ -11,6 +11,7 @@ pub mod crd;
 pub mod duration;
 pub mod error;
 pub mod fence;
+pub mod generate;
 pub mod hmac;
 pub mod http;
 pub mod isolation;

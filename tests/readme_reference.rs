@@ -164,6 +164,11 @@ fn every_reason_has_troubleshooting() {
         "Deleted",
         "DeleteSkipped",
         "CleanupAbandoned",
+        "Rotated",
+        "RolledBack",
+        "OverwroteRemoteVersion",
+        "TargetRepaired",
+        "RotateIgnored",
     ] {
         assert!(
             controller.contains(&format!("\"{r}\"")),

@@ -6,6 +6,7 @@ pub mod context;
 pub mod lean;
 pub mod okms_secret;
 pub mod plan;
+pub mod rotation;
 mod run;
 
 pub use context::{Context, FIELD_MANAGER};

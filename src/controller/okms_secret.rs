@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 use crate::consent;
 use crate::controller::connection;
 use crate::controller::context::{Context, EventType, FIELD_MANAGER, RefKey, send_for_version};
-use crate::controller::plan;
+use crate::controller::{plan, rotation};
 use crate::crd::{
     ConnectionKind, CreationPolicy, DeletionPolicy, InlineData, OkmsSecret, OkmsSecretStatus,
     Source, UpdatePolicy, WorkloadKind,
@@ -46,9 +46,13 @@ struct Outcome {
     reason: &'static str,
     message: String,
     events: Vec<(&'static str, String)>,
+    /// Published as events of their own (type, reason, note), apart from the transition's.
+    notices: Vec<(EventType, &'static str, String)>,
     changed: bool,
     /// The target changed again while our apply's response was on its way: look again now.
     recheck: bool,
+    /// Something is due sooner than the next refresh (a rotation, the end of a grace period).
+    requeue_within: Option<std::time::Duration>,
 }
 
 pub async fn reconcile(obj: Arc<OkmsSecret>, ctx: Arc<Context>) -> Result<Action> {
@@ -91,14 +95,19 @@ pub async fn reconcile(obj: Arc<OkmsSecret>, ctx: Arc<Context>) -> Result<Action
             reason,
             message,
             events,
+            notices,
             changed,
             recheck,
+            requeue_within,
         }) => {
             // One Normal event per transition, whatever it did (each event costs a write). It
             // reports what was done, so it goes out beside the status write, not after it: one
             // round trip less per transition, and not lost if the status write fails (the retry
             // finds nothing left to do and would have no event to send).
             let event = async {
+                for (type_, reason, note) in notices {
+                    publish(&ctx, &obj, type_, reason, note).await;
+                }
                 if !events.is_empty() {
                     let note = events
                         .iter()
@@ -129,9 +138,11 @@ pub async fn reconcile(obj: Arc<OkmsSecret>, ctx: Arc<Context>) -> Result<Action
                 Some(i) => i.get().unwrap_or(ctx.config.default_refresh_interval),
                 None => ctx.config.default_refresh_interval,
             };
-            Ok(match plan::jittered(interval, rand::random()) {
-                Some(after) => Action::requeue(after),
-                None => Action::await_change(),
+            let refresh = plan::jittered(interval, rand::random());
+            Ok(match (refresh, requeue_within) {
+                (Some(a), Some(b)) => Action::requeue(a.min(b)),
+                (Some(after), None) | (None, Some(after)) => Action::requeue(after),
+                (None, None) => Action::await_change(),
             })
         }
         Err(err) => {
@@ -245,10 +256,29 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
     if spec.deletion_policy.unwrap_or_default() == DeletionPolicy::Delete {
         connection::mark_in_use(ctx, &conn).await?;
     }
-    let desired = match &spec.source {
-        None => None,
-        Some(source) => Some(desired_data(ctx, &ns, source).await?),
+    // generated values are not desired data: written once (the create), then only by rotations
+    let generate = spec.source.as_ref().and_then(|s| s.generate.as_ref());
+    let rotation_settings = rotation::settings(spec.rotation.as_ref())?;
+    let force_sync = rotation::request(
+        obj.metadata.annotations.as_ref(),
+        rotation::ANNOTATION_FORCE_SYNC,
+        prev.and_then(|p| p.force_sync_handled.as_deref()),
+    )?;
+    let rotate_request = rotation::request(
+        obj.metadata.annotations.as_ref(),
+        rotation::ANNOTATION_ROTATE,
+        prev.and_then(|p| p.rotate_handled.as_deref()),
+    )?;
+    let desired = match (&spec.source, generate) {
+        (None, _) => None,
+        (Some(_), Some(g)) => {
+            crate::generate::validate(g)?;
+            None
+        }
+        (Some(source), None) => Some(desired_data(ctx, &ns, source).await?),
     };
+    // an object with a source writes its path (and owns it)
+    let writes = spec.source.is_some();
     let desired_text = desired
         .as_ref()
         .map(render::checked_canonical)
@@ -264,6 +294,18 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
     {
         render::render_target_off_runtime(desired, &target).await?;
     }
+    // generated values render like any others: checked on a throwaway draw
+    if let Some(g) = generate {
+        render::render_target_off_runtime(&crate::generate::values(g)?, &target).await?;
+    }
+    // the data a create writes: the desired data, or fresh values
+    let initial_data = || -> Result<Map<String, Value>> {
+        match (&desired, generate) {
+            (Some(d), _) => Ok(d.clone()),
+            (None, Some(g)) => crate::generate::values(g),
+            (None, None) => Err(Error::Internal("a create without data".into())),
+        }
+    };
     let creation = target.creation_policy.unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     // a target the Secret watch proves absent needs no read (most first syncs)
@@ -301,6 +343,7 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
 
     let client = connection::client_for(ctx, &conn).await?.client;
     let mut events = Vec::new();
+    let mut notices: Vec<(EventType, &'static str, String)> = Vec::new();
     let mut written: Option<u32> = None;
     // data of a version we know without reading it back (we just wrote or compared it)
     let mut known: Option<(u32, Map<String, Value>)> = None;
@@ -314,22 +357,20 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
     let writes_key = format!("{ns}/{name}");
     let settings = plan::create_settings(spec.remote.as_ref(), &me);
     let mut created = None;
-    if let Some(desired) = &desired
-        && spec.version.is_none()
-        && prev.and_then(|p| p.current_version).is_none()
-    {
+    if writes && spec.version.is_none() && prev.and_then(|p| p.current_version).is_none() {
         ctx.breaker.check(&writes_key, path)?;
+        let data = initial_data()?;
         match client
-            .create_secret(path, &SecretData(desired.clone()), Some(&settings))
+            .create_secret(path, &SecretData(data.clone()), Some(&settings))
             .await
         {
-            Ok(meta) => created = Some(meta),
+            Ok(meta) => created = Some((meta, data)),
             Err(e) if matches!(e.status(), Some(400 | 409)) => {}
             Err(e) => return Err(e.into()),
         }
     }
     // cheap check: metadata (and the selected version's state), no data
-    let remote = match created {
+    let remote = match &created {
         Some(_) => None,
         None => match client.get_secret(path, spec.version, false).await {
             Ok(s) => Some(s),
@@ -349,30 +390,32 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
             (s.metadata, current, state)
         }
         None => {
-            let (Some(desired), None) = (&desired, spec.version) else {
+            if !writes || spec.version.is_some() {
                 return Err(Error::RemoteNotFound {
                     path: path.to_string(),
                 });
-            };
-            let meta = match created {
-                Some(meta) => meta,
+            }
+            let (meta, data) = match created {
+                Some(created) => created,
                 None => {
                     ctx.breaker.check(&writes_key, path)?;
-                    client
-                        .create_secret(path, &SecretData(desired.clone()), Some(&settings))
+                    let data = initial_data()?;
+                    let meta = client
+                        .create_secret(path, &SecretData(data.clone()), Some(&settings))
                         .await
                         .map_err(|e| match e.is_conflict() || e.status() == Some(409) {
                             true => Error::CreatedMeanwhile {
                                 path: path.to_string(),
                             },
                             false => e.into(),
-                        })?
+                        })?;
+                    (meta, data)
                 }
             };
             let v = meta.current_version.unwrap_or(1);
             ctx.metrics.versions_written.inc();
             written = Some(v);
-            known = Some((v, desired.clone()));
+            known = Some((v, data));
             events.push((
                 "Created",
                 format!("created OKMS secret {path:?} at version {v}"),
@@ -383,8 +426,15 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
 
     // The remote secret's identity: one deleted and recreated at the same path (even back at
     // the version number status names) voids what status says about it, and is read in full.
-    let writer = desired.is_some().then_some(me.as_str());
-    let remote_prev = if plan::same_remote(prev, &metadata, writer) {
+    let writer = writes.then_some(me.as_str());
+    let remote_prev = if force_sync.is_some() {
+        // one full refresh asked for: nothing status says about the remote side is trusted
+        events.push((
+            "ForceSynced",
+            "refreshed in full (okms.dev/force-sync)".to_string(),
+        ));
+        None
+    } else if plan::same_remote(prev, &metadata, writer) {
         prev
     } else {
         events.push((
@@ -403,12 +453,12 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
 
     // One writer per path: a path owned by another object (or cluster) is not touched. A
     // mirror-only object never writes, so it needs no ownership and corrects no settings.
-    if desired.is_some() {
+    if writes {
         plan::check_owner(&metadata, &me, path)?;
     }
     // settings drift (and adopting an unclaimed path): metadata-only update, no new version
     if written.is_none()
-        && desired.is_some()
+        && writes
         && let Some(update) = plan::settings_drift(spec.remote.as_ref(), &metadata, &me)
     {
         client
@@ -430,6 +480,112 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
         }
         _ => None,
     };
+
+    // rotation of generated values: due on OKMS's clock, or asked for by `okms.dev/rotate`
+    let okms_now = client.server_now().unwrap_or_else(Utc::now);
+    // (a create just now: the secret's createdAt is its version 1's)
+    let mut current_created = match written {
+        Some(_) => metadata.created_at,
+        None => current_seen.as_ref().and_then(|v| v.created_at),
+    };
+    let mut rotated_at = prev
+        .filter(|_| remote_prev.is_some())
+        .and_then(|p| p.last_rotation_time.as_deref())
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc));
+    // the version a rotation replaced, while its grace lasts (also found again after a crash
+    // between the rotation's write and its status: the current version moved on without us)
+    let mut rotated_from = remote_prev
+        .and_then(|p| p.rotated_from_version)
+        .or_else(|| {
+            remote_prev
+                .and_then(|p| p.current_version)
+                .filter(|v| generate.is_some() && *v < current && written.is_none())
+        });
+    if let Some(g) = generate
+        && written.is_none()
+        && current_state == Some((current, VersionState::Active))
+    {
+        let next = rotation_settings
+            .and_then(|(interval, _)| rotation::next_rotation(current_created, interval));
+        if rotate_request.is_some() || rotation::due(next, okms_now) {
+            ctx.breaker.check(&writes_key, path)?;
+            let values = crate::generate::values(g)?;
+            let meta = match client
+                .update_secret(path, Some(current), None, Some(&SecretData(values.clone())))
+                .await
+            {
+                Ok(meta) => meta,
+                Err(e) => {
+                    ctx.metrics
+                        .rotations
+                        .get_or_create(&crate::metrics::ResultLabels { result: "failed" })
+                        .inc();
+                    ctx.metrics.set_rotation_overdue(&writes_key, true);
+                    return Err(conflict_as_retry(path)(e));
+                }
+            };
+            ctx.breaker.record(&writes_key);
+            ctx.metrics.versions_written.inc();
+            ctx.metrics
+                .rotations
+                .get_or_create(&crate::metrics::ResultLabels { result: "rotated" })
+                .inc();
+            let v = meta.current_version.unwrap_or(current + 1);
+            events.push((
+                "Rotated",
+                format!("rotated: wrote version {v} of OKMS secret {path:?} with fresh values (version {current} replaced)"),
+            ));
+            rotated_from = Some(current);
+            rotated_at = Some(okms_now);
+            current_created = Some(okms_now);
+            written = Some(v);
+            known = Some((v, values));
+            current = v;
+            current_state = Some((v, VersionState::Active));
+        }
+    }
+    ctx.metrics.set_rotation_overdue(&writes_key, false);
+    if rotate_request.is_some() && generate.is_none() {
+        notices.push((
+            EventType::Warning,
+            "RotateIgnored",
+            "okms.dev/rotate asks for a rotation, but only values of spec.source.generate are rotated".into(),
+        ));
+    }
+    // the replaced version goes once its grace is over
+    let grace = rotation_settings.map_or(std::time::Duration::ZERO, |(_, g)| g);
+    let mut requeue_within = None;
+    if let Some(old) = rotated_from.filter(|old| *old < current) {
+        if rotation::grace_over(rotated_at, grace, okms_now) {
+            match client
+                .update_version_state(path, old, VersionState::Deactivated)
+                .await
+            {
+                Ok(_) => events.push((
+                    "Deactivated",
+                    format!(
+                        "deactivated version {old} of OKMS secret {path:?}, replaced by a rotation"
+                    ),
+                )),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+            rotated_from = None;
+        } else if let Some(at) =
+            rotated_at.and_then(|t| t.checked_add_signed(chrono::Duration::from_std(grace).ok()?))
+        {
+            requeue_within = Some(rotation::until(at, okms_now));
+        }
+    } else {
+        rotated_from = None;
+    }
+    let next_rotation = rotation_settings
+        .and_then(|(interval, _)| rotation::next_rotation(current_created, interval));
+    if let Some(next) = next_rotation {
+        let wait = rotation::until(next, okms_now);
+        requeue_within = Some(requeue_within.map_or(wait, |w: std::time::Duration| w.min(wait)));
+    }
 
     // push: a new version only when the desired data differs from the remote current version
     if let (Some(desired), Some(hmac)) = (&desired, &desired_hmac)
@@ -460,6 +616,21 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
                 Ok(meta) => {
                     ctx.breaker.record(&writes_key);
                     let v = meta.current_version.unwrap_or(current + 1);
+                    // the source did not change, someone wrote in OKMS: say it was overwritten
+                    if expired_now.is_none()
+                        && remote_prev.is_some_and(|p| {
+                            p.current_version != Some(current)
+                                && p.source_hmac.as_deref() == Some(hmac.as_str())
+                        })
+                    {
+                        notices.push((
+                            EventType::Warning,
+                            "OverwroteRemoteVersion",
+                            format!(
+                                "version {current} of OKMS secret {path:?} was written outside this object; the source wins: wrote version {v} with the source's data"
+                            ),
+                        ));
+                    }
                     ctx.metrics.versions_written.inc();
                     written = Some(v);
                     known = Some((v, desired.clone()));
@@ -568,6 +739,24 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
         if !first_sync && content_changed {
             restart_workloads(obj, ctx, &ns, &mut events).await;
         }
+        // the same version was mirrored before: the target was edited or deleted by someone
+        if before.as_ref() != Some(&after)
+            && remote_prev
+                .is_some_and(|p| p.synced_version == Some(mirror) && p.data_hmac.is_some())
+        {
+            notices.push((
+                EventType::Normal,
+                "TargetRepaired",
+                format!(
+                    "Secret {target_name:?} was {} outside the operator: restored version {mirror}",
+                    if before.is_some() {
+                        "edited"
+                    } else {
+                        "deleted"
+                    }
+                ),
+            ));
+        }
         if before.as_ref() != Some(&after) {
             ctx.metrics.secrets_mirrored.inc();
             events.push((
@@ -579,8 +768,31 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
         last_sync_time = Some(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     }
 
-    let changed = !events.is_empty();
-    let (reason, message) = if written.is_some() && events.iter().any(|(r, _)| *r == "Created") {
+    // a push object whose newest version was deactivated in OKMS (a rollback) mirrors an older one
+    let rolled_back = desired.is_some()
+        && written.is_none()
+        && mirror < current
+        && expired.is_none()
+        && current_state.is_some_and(|(id, st)| id == current && st != VersionState::Active);
+    let was_rolled_back = prev
+        .and_then(|p| status::get(&p.conditions, status::READY))
+        .is_some_and(|c| c.reason == "RolledBack");
+    let rollback_message = format!(
+        "version {current} of OKMS secret {path:?} is deactivated in OKMS (a rollback): Secret {target_name:?} mirrors version {mirror}, the newest active one; the source's next change writes a new version"
+    );
+    if rolled_back && !was_rolled_back {
+        notices.push((EventType::Warning, "RolledBack", rollback_message.clone()));
+    }
+    let changed = !events.is_empty() || !notices.is_empty();
+    let rotated = events.iter().any(|(r, _)| *r == "Rotated");
+    let (reason, message) = if rotated {
+        (
+            "Rotated",
+            format!(
+                "rotated: version {current} holds fresh values; Secret {target_name:?} mirrors version {mirror}"
+            ),
+        )
+    } else if written.is_some() && events.iter().any(|(r, _)| *r == "Created") {
         (
             "Created",
             format!("created OKMS secret at version {mirror}; Secret {target_name:?} is in sync"),
@@ -593,6 +805,8 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
                 written.unwrap_or(mirror)
             ),
         )
+    } else if rolled_back {
+        ("RolledBack", rollback_message)
     } else if !up_to_date {
         (
             "Mirrored",
@@ -623,14 +837,23 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
         secret_name: Some(target_name),
         last_sync_time,
         remote_created_at: plan::remote_identity(&metadata),
+        last_rotation_time: rotated_at
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        next_rotation_time: next_rotation
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        rotated_from_version: rotated_from,
+        rotate_handled: rotate_request.or_else(|| prev.and_then(|p| p.rotate_handled.clone())),
+        force_sync_handled: force_sync.or_else(|| prev.and_then(|p| p.force_sync_handled.clone())),
     };
     Ok(Outcome {
         status,
         reason,
         message,
         events,
+        notices,
         changed,
         recheck,
+        requeue_within,
     })
 }
 
@@ -680,6 +903,8 @@ fn stable_reason(reason: &str) -> &'static str {
         "Created" => "Created",
         "VersionWritten" => "VersionWritten",
         "Mirrored" => "Mirrored",
+        "Rotated" => "Rotated",
+        "RolledBack" => "RolledBack",
         _ => "Synced",
     }
 }

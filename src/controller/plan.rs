@@ -40,15 +40,26 @@ pub fn validate(spec: &OkmsSecretSpec, status: Option<&OkmsSecretStatus>) -> Res
         if let Some(crate::crd::InlineData::Invalid(why)) = &source.inline {
             return Err(Error::InvalidSpec(why.clone()));
         }
-        match (&source.secret_ref, &source.inline) {
-            (Some(_), None) | (None, Some(_)) => {}
-            _ => {
-                return Err(Error::InvalidSpec(
-                    "spec.source needs exactly one of secretRef or inline".into(),
-                ));
-            }
+        let set = [
+            source.secret_ref.is_some(),
+            source.inline.is_some(),
+            source.generate.is_some(),
+        ];
+        if set.iter().filter(|s| **s).count() != 1 {
+            return Err(Error::InvalidSpec(
+                "spec.source needs exactly one of secretRef, inline or generate".into(),
+            ));
+        }
+        if let Some(g) = &source.generate {
+            crate::generate::validate(g)?;
         }
     }
+    if spec.rotation.is_some() && spec.source.as_ref().is_none_or(|s| s.generate.is_none()) {
+        return Err(Error::InvalidSpec(
+            "spec.rotation needs spec.source.generate: only generated values are rotated".into(),
+        ));
+    }
+    crate::controller::rotation::settings(spec.rotation.as_ref())?;
     if let Some(v) = spec.version
         && !(1..=24000).contains(&v)
     {
@@ -553,6 +564,7 @@ mod tests {
                 encoding: None,
             }),
             inline: None,
+            generate: None,
         });
         assert_eq!(validate(&s, None).unwrap_err().reason(), "InvalidSpec");
         s.version = None;

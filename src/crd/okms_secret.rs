@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::schema;
-use crate::duration::{RefreshInterval, VersionTtl};
+use crate::duration::{RefreshInterval, RotationInterval, VersionTtl};
 
 /// Desired state of an OKMS secret and of the Kubernetes Secret that mirrors it.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -33,7 +33,8 @@ use crate::duration::{RefreshInterval, VersionTtl};
 #[schemars(transform = schema::no_null_in_enums)]
 #[schemars(extend("x-kubernetes-validations" = [
     { "rule": "!(has(self.version) && has(self.source))", "message": "version pins a mirrored version and cannot be combined with source (mirror-only)" },
-    { "rule": "!has(self.deletionPolicy) || self.deletionPolicy != 'Delete' || has(self.source)", "message": "deletionPolicy Delete needs a source: a mirror-only object never deletes what it did not write" }
+    { "rule": "!has(self.deletionPolicy) || self.deletionPolicy != 'Delete' || has(self.source)", "message": "deletionPolicy Delete needs a source: a mirror-only object never deletes what it did not write" },
+    { "rule": "!has(self.rotation) || (has(self.source) && has(self.source.generate))", "message": "rotation needs source.generate: only generated values are rotated" }
 ]))]
 pub struct OkmsSecretSpec {
     /// The OkmsConnection (same namespace) or ClusterOkmsConnection used to reach OKMS.
@@ -83,6 +84,55 @@ pub struct OkmsSecretSpec {
     /// first sync.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout_restart_targets: Option<Vec<RolloutTarget>>,
+
+    /// Automatic rotation of generated values (needs `source.generate`): a new version with
+    /// fresh values once the current one is `interval` old on OKMS's clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<Rotation>,
+}
+
+/// When generated values are rotated.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Rotation {
+    /// Age of the current version (its OKMS `createdAt`, against the `Date` of OKMS's answers)
+    /// at which it is replaced by a version with fresh values: at least `1m`, at most `3650d`.
+    #[schemars(schema_with = "schema::rotation_interval")]
+    pub interval: RotationInterval,
+    /// How long the replaced version stays active after a rotation (consumers still holding it
+    /// keep working), then it is deactivated in OKMS. Default `0`: at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::version_ttl")]
+    pub grace_period: Option<VersionTtl>,
+}
+
+/// One generated value.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    { "rule": "self.type != 'Uuid' || !has(self.length)", "message": "a Uuid has no length" },
+    { "rule": "!has(self.length) || self.type != 'Password' || (self.length >= 8 && self.length <= 256)", "message": "a Password's length is 8 to 256 characters" },
+    { "rule": "!has(self.length) || self.type == 'Password' || self.type == 'Uuid' || (self.length >= 16 && self.length <= 1024)", "message": "Hex and Base64 take 16 to 1024 random bytes" }
+]))]
+pub struct Generator {
+    /// `Password` (letters, digits and the symbols `-_.~!*`, at least one of each class),
+    /// `Hex` or `Base64` (`length` random bytes, encoded), or `Uuid` (a random UUID v4).
+    #[serde(rename = "type")]
+    pub kind: GeneratorKind,
+    /// Characters of a `Password` (8–256, default 32), random bytes of `Hex`/`Base64`
+    /// (16–1024, default 32); none for `Uuid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 8, max = 1024))]
+    pub length: Option<u32>,
+}
+
+/// Kind of generated value.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum GeneratorKind {
+    Password,
+    Hex,
+    Base64,
+    Uuid,
 }
 
 /// Reference to an OkmsConnection or ClusterOkmsConnection.
@@ -105,11 +155,11 @@ pub enum ConnectionKind {
     ClusterOkmsConnection,
 }
 
-/// Source of the desired data: exactly one of `secretRef` or `inline`.
+/// Source of the desired data: exactly one of `secretRef`, `inline` or `generate`.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    { "rule": "has(self.secretRef) != has(self.inline)", "message": "exactly one of secretRef or inline must be set" }
+    { "rule": "[has(self.secretRef), has(self.inline), has(self.generate)].filter(x, x).size() == 1", "message": "exactly one of secretRef, inline or generate must be set" }
 ]))]
 pub struct Source {
     /// A Secret in the same namespace; each key becomes a JSON string value.
@@ -119,6 +169,12 @@ pub struct Source {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::json_object")]
     pub inline: Option<InlineData>,
+    /// Values generated by the operator from the OS's random source, one per data key (at most
+    /// 64): written as version 1, then only by rotations. They exist only in OKMS and the target
+    /// Secret — never in status, events or logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub generate: Option<BTreeMap<String, Generator>>,
 }
 
 /// Deepest nesting of `source.inline` the operator accepts.
@@ -427,6 +483,22 @@ pub struct OkmsSecretStatus {
     /// deleted and recreated at the same path has a new one, and is read again in full.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_created_at: Option<String>,
+    /// When the last rotation wrote its version (OKMS `createdAt`, RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation_time: Option<String>,
+    /// When the current version is due for rotation (its `createdAt` plus `rotation.interval`,
+    /// on OKMS's clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rotation_time: Option<String>,
+    /// The version a rotation replaced, while it stays active for `rotation.gracePeriod`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotated_from_version: Option<u32>,
+    /// The `okms.dev/rotate` annotation value last handled (one rotation per new value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotate_handled: Option<String>,
+    /// The `okms.dev/force-sync` annotation value last handled (one full refresh per new value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_sync_handled: Option<String>,
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 
-use crate::duration::{RefreshInterval, Timeout, VersionTtl};
+use crate::duration::{RefreshInterval, RotationInterval, Timeout, VersionTtl};
 
 /// OKMS secret path: the create-body charset of the OKMS API, at most 255 characters, no leading
 /// or trailing `/`, no `//`, and no `.` or `..` segment (RE2 has no look-ahead: a segment starts
@@ -50,6 +50,15 @@ pub fn refresh_interval(_: &mut SchemaGenerator) -> Schema {
 /// `remote.deactivateVersionAfter`: no milliseconds (OKMS refuses them).
 pub fn version_ttl(_: &mut SchemaGenerator) -> Schema {
     duration::<{ VersionTtl::MAX.as_secs() }, false>()
+}
+
+/// `rotation.interval` (required; its minimum of `1m` is checked in code).
+pub fn rotation_interval(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "string",
+        "maxLength": crate::duration::MAX_TEXT_LEN,
+        "pattern": crate::duration::Bounded::<{ RotationInterval::MAX.as_secs() }, false>::pattern(),
+    })
 }
 
 /// A connection's `timeout`.

@@ -169,6 +169,9 @@ struct Inner {
     limiter: Option<RateLimiter>,
     observer: Option<Observer>,
     fence: Option<Fence>,
+    /// The `Date` of the last answer and when it arrived: OKMS's clock, for schedules that must
+    /// not depend on this host's clock.
+    server_clock: parking_lot::Mutex<Option<(chrono::DateTime<chrono::Utc>, Instant)>>,
 }
 
 impl fmt::Debug for OkmsClient {
@@ -287,6 +290,7 @@ impl OkmsClient {
                 limiter,
                 observer,
                 fence,
+                server_clock: parking_lot::Mutex::new(None),
             }),
         })
     }
@@ -297,6 +301,13 @@ impl OkmsClient {
 
     pub fn okms_id(&self) -> &str {
         &self.inner.okms_id
+    }
+
+    /// OKMS's current time: the `Date` header of its last answer (to the second), plus the time
+    /// elapsed since it arrived. `None` until a server sent one.
+    pub fn server_now(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        let (date, at) = (*self.inner.server_clock.lock())?;
+        Some(date + chrono::Duration::from_std(at.elapsed()).unwrap_or_default())
     }
 
     // ---- secrets ------------------------------------------------------------------------------
@@ -849,6 +860,13 @@ impl OkmsClient {
         let status = response.status();
         let version = response.version();
         let headers = response.headers().clone();
+        if let Some(date) = headers
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())
+        {
+            *inner.server_clock.lock() = Some((date.with_timezone(&chrono::Utc), Instant::now()));
+        }
         let body = read_limited(response, MAX_BODY_BYTES)
             .await
             .map_err(|e| match e {

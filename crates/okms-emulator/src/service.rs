@@ -228,6 +228,13 @@ where
     if !admin {
         shared.counters.response(resp.status().as_u16());
     }
+    let mut resp = resp;
+    // the emulator's clock is OKMS's clock: every answer's `Date` follows it (test clock included),
+    // as `createdAt` and expiry do; clients that schedule on OKMS time read it here
+    let date = shared.now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    if let Ok(value) = hyper::header::HeaderValue::from_str(&date) {
+        resp.headers_mut().insert(hyper::header::DATE, value);
+    }
     Ok(resp)
 }
 
