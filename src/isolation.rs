@@ -9,6 +9,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use kube::core::{Selector, SelectorExt};
 use url::{Host, Url};
 
 /// Default of `--allowed-endpoints`: OVHcloud's regional OKMS hosts and the loopback hosts.
@@ -311,30 +312,23 @@ pub fn path_allowed(path: &str, allowed: Option<&[String]>) -> bool {
     })
 }
 
-/// `metav1.LabelSelector` semantics; an empty selector matches nothing here (an empty
-/// allowedNamespaces must never open a connection to every namespace).
+/// `metav1.LabelSelector` semantics, through kube's [`Selector`]; an empty selector matches
+/// nothing here (an empty allowedNamespaces must never open a connection to every namespace),
+/// and neither does one that cannot be parsed (an unknown operator).
 pub fn selector_matches(
     selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
     labels: &std::collections::BTreeMap<String, String>,
 ) -> bool {
-    let exprs = selector.match_expressions.as_deref().unwrap_or_default();
-    let match_labels = selector.match_labels.as_ref();
-    if exprs.is_empty() && match_labels.is_none_or(|m| m.is_empty()) {
-        return false;
+    let mut selector = selector.clone();
+    // kube refuses `In`/`NotIn` without values; read a missing list as an empty one, as we always
+    // did (`In` then matches nothing, `NotIn` everything)
+    for requirement in selector.match_expressions.iter_mut().flatten() {
+        requirement.values.get_or_insert_with(Vec::new);
     }
-    let labels_ok = match_labels.is_none_or(|m| m.iter().all(|(k, v)| labels.get(k) == Some(v)));
-    let exprs_ok = exprs.iter().all(|e| {
-        let values = e.values.as_deref().unwrap_or_default();
-        let value = labels.get(&e.key);
-        match e.operator.as_str() {
-            "In" => value.is_some_and(|v| values.contains(v)),
-            "NotIn" => value.is_none_or(|v| !values.contains(v)),
-            "Exists" => value.is_some(),
-            "DoesNotExist" => value.is_none(),
-            _ => false,
-        }
-    });
-    labels_ok && exprs_ok
+    match Selector::try_from(selector) {
+        Ok(selector) => !selector.selects_all() && selector.matches(labels),
+        Err(_) => false,
+    }
 }
 
 #[cfg(test)]
@@ -545,5 +539,48 @@ mod tests {
         assert!(selector_matches(&sel, &labels));
         let other = std::collections::BTreeMap::from([("team".to_string(), "b".to_string())]);
         assert!(!selector_matches(&sel, &other));
+    }
+
+    #[test]
+    fn selector_operators_and_missing_values() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+            LabelSelector, LabelSelectorRequirement,
+        };
+        let one = |operator: &str, values: Option<Vec<&str>>| LabelSelector {
+            match_labels: None,
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "team".into(),
+                operator: operator.into(),
+                values: values.map(|v| v.into_iter().map(String::from).collect()),
+            }]),
+        };
+        let a = std::collections::BTreeMap::from([("team".to_string(), "a".to_string())]);
+        let none = std::collections::BTreeMap::new();
+        for (sel, on_a, on_none) in [
+            (one("In", Some(vec!["a", "b"])), true, false),
+            (one("In", Some(vec!["b"])), false, false),
+            (one("In", None), false, false),
+            (one("NotIn", Some(vec!["a"])), false, true),
+            (one("NotIn", Some(vec!["b"])), true, true),
+            (one("NotIn", None), true, true),
+            (one("Exists", None), true, false),
+            (one("DoesNotExist", None), false, true),
+            (one("Equals", Some(vec!["a"])), false, false),
+        ] {
+            assert_eq!(selector_matches(&sel, &a), on_a, "{sel:?} on team=a");
+            assert_eq!(
+                selector_matches(&sel, &none),
+                on_none,
+                "{sel:?} on no labels"
+            );
+        }
+        let empty_parts = LabelSelector {
+            match_labels: Some(Default::default()),
+            match_expressions: Some(vec![]),
+        };
+        assert!(
+            !selector_matches(&empty_parts, &a),
+            "empty lists select nothing"
+        );
     }
 }
