@@ -1,0 +1,281 @@
+//! The cost of rotation (issue 20): N OkmsSecrets with generated values and `rotation.interval:
+//! 1h`, the release operator as a separate process, both emulators in this process.
+//!
+//! 1. Scheduled: the OKMS emulator's clock is moved 1 h 1 s forward; measured: the time until
+//!    every object holds version 2 (bounded below by the refresh interval: a due rotation is
+//!    noticed by the next refresh) and the OKMS calls per rotation.
+//! 2. Rotate now: `okms.dev/rotate` is set on every object at once; measured: the time until every
+//!    object holds version 3, i.e. rotations per second, and again the calls per rotation.
+//!
+//! Usage: `okms-rotation-bench --n 10000 [--bin-dir target/release] [--refresh-secs 30]`.
+
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use clap::Parser;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use okms_operator::crd::OkmsSecret;
+use serde_json::json;
+
+const NS: &str = "apps";
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Number of OkmsSecrets with generated values.
+    #[arg(long, default_value_t = 1000)]
+    n: usize,
+    /// Directory of the release `okms-operator` binary (default: this executable's directory).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Operator `--default-refresh-interval`, in seconds.
+    #[arg(long, default_value_t = 30)]
+    refresh_secs: u64,
+    /// Operator `--concurrency`.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+}
+
+/// How many objects hold at least `version`, and how many are Ready.
+async fn progress(api: &Api<OkmsSecret>, version: u32) -> Result<(usize, usize)> {
+    let list = api.list(&ListParams::default()).await?;
+    let at = list
+        .items
+        .iter()
+        .filter(|o| {
+            o.status
+                .as_ref()
+                .and_then(|s| s.synced_version)
+                .is_some_and(|v| v >= version)
+        })
+        .count();
+    let ready = list
+        .items
+        .iter()
+        .filter(|o| {
+            o.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            })
+        })
+        .count();
+    Ok((at, ready))
+}
+
+async fn wait_all(api: &Api<OkmsSecret>, n: usize, version: u32, what: &str) -> Result<f64> {
+    let started = Instant::now();
+    loop {
+        let (at, _) = progress(api, version).await?;
+        if at == n {
+            return Ok(started.elapsed().as_secs_f64());
+        }
+        if started.elapsed() > Duration::from_secs(1800) {
+            bail!("{what}: only {at} of {n} after 30 min");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn per_object(ops: &BTreeMap<String, u64>, n: usize) -> String {
+    ops.iter()
+        .map(|(op, c)| format!("{op} {:.2}", *c as f64 / n as f64))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let bins = match &args.bin_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("executable directory")?
+            .to_path_buf(),
+    };
+    let dir = tempfile::tempdir()?;
+    let okms = okms_emulator::start(okms_emulator::Config::new(dir.path().join("okms"))).await?;
+    let kubeconfig = dir.path().join("kubeconfig");
+    let kube = kube_emulator::start(kube_emulator::Options {
+        kubeconfig: Some(kubeconfig.clone()),
+        ..Default::default()
+    })
+    .await?;
+    let client = kube.client();
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(client.clone());
+    for crd in okms_operator::crd::crds() {
+        crds.create(&PostParams::default(), &crd).await?;
+    }
+    for ns in [NS, "okms-system"] {
+        let n: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))?;
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &n)
+            .await?;
+    }
+    let cert = std::fs::read_to_string(okms.client_cert_path())?;
+    let key = std::fs::read_to_string(okms.client_key_path())?;
+    let ca = std::fs::read_to_string(okms.ca_pem_path())?;
+    let tls: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "okms-cert", "namespace": NS}, "type": "kubernetes.io/tls",
+        "stringData": {"tls.crt": cert, "tls.key": key}}))?;
+    Api::<Secret>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &tls)
+        .await?;
+    let apply = PatchParams::apply("bench").force();
+    let conns: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        NS,
+        &kube::api::ApiResource::from_gvk_with_plural(
+            &kube::core::GroupVersionKind::gvk("okms.dev", "v1alpha1", "OkmsConnection"),
+            "okmsconnections",
+        ),
+    );
+    // wait until the CRDs are served
+    let started = Instant::now();
+    loop {
+        let conn = json!({"apiVersion": "okms.dev/v1alpha1", "kind": "OkmsConnection",
+            "metadata": {"name": "okms", "namespace": NS},
+            "spec": {"endpoint": okms.endpoint(), "okmsId": okms.okms_id(), "caBundle": ca,
+                     "auth": {"mtls": {"secretRef": {"name": "okms-cert"}}}, "requestsPerSecond": 10000}});
+        let err = match conns.patch("okms", &apply, &Patch::Apply(&conn)).await {
+            Ok(_) => break,
+            Err(e) => e,
+        };
+        if started.elapsed() > Duration::from_secs(30) {
+            bail!("the OkmsConnection could not be applied: {err}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let api: Api<OkmsSecret> = Api::namespaced(client.clone(), NS);
+    let n = args.n;
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let api = api.clone();
+            let apply = apply.clone();
+            async move {
+                let obj = json!({"apiVersion": "okms.dev/v1alpha1", "kind": "OkmsSecret",
+                    "metadata": {"name": format!("r{i}"), "namespace": NS},
+                    "spec": {"connectionRef": {"name": "okms"}, "path": format!("rot/r{i}"),
+                             "source": {"generate": {"password": {"type": "Password"}}},
+                             "rotation": {"interval": "1h"}}});
+                api.patch(&format!("r{i}"), &apply, &Patch::Apply(&obj))
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<()>, _>>()?;
+
+    let log = std::fs::File::create(dir.path().join("operator.log"))?;
+    let refresh = format!("{}s", args.refresh_secs);
+    let concurrency = args.concurrency.to_string();
+    let mut operator = Command::new(bins.join("okms-operator"))
+        .args([
+            "run",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--operator-namespace",
+            "okms-system",
+            "--cluster-id",
+            "bench",
+            "--default-refresh-interval",
+            &refresh,
+            "--concurrency",
+            &concurrency,
+        ])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("spawn okms-operator")?;
+    let created = wait_all(&api, n, 1, "first sync").await?;
+    println!("N = {n}: every object created its version 1 and is Ready in {created:.1} s");
+
+    // 1. on schedule
+    okms.reset_stats();
+    okms.advance_clock(Duration::from_secs(3601));
+    let scheduled = wait_all(&api, n, 2, "scheduled rotation").await?;
+    let stats = okms.stats();
+    println!(
+        "scheduled: all {n} rotated {scheduled:.1} s after the clock moved (refresh {}s); OKMS calls per rotation {:.2} ({})",
+        args.refresh_secs,
+        stats.total as f64 / n as f64,
+        per_object(&stats.operations, n)
+    );
+
+    // 2. rotate now, all at once
+    okms.reset_stats();
+    let cpu_before = cpu_seconds(operator.id());
+    let started = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                api.patch(
+                    &format!("r{i}"),
+                    &PatchParams::default(),
+                    &Patch::Merge(
+                        json!({"metadata": {"annotations": {"okms.dev/rotate": "bench-1"}}}),
+                    ),
+                )
+                .await
+                .map(|_| ())
+            }
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<()>, _>>()?;
+    let annotated = started.elapsed().as_secs_f64();
+    wait_all(&api, n, 3, "rotate now").await?;
+    let took = started.elapsed().as_secs_f64();
+    let stats = okms.stats();
+    let cpu = cpu_seconds(operator.id()) - cpu_before;
+    println!(
+        "rotate now: {n} annotated in {annotated:.1} s, all rotated {took:.1} s after the first annotation: {:.0} rotations/s; OKMS calls per rotation {:.2} ({}); operator CPU {:.1} s ({:.2} ms per rotation); peak RSS {:.1} MiB",
+        n as f64 / took,
+        stats.total as f64 / n as f64,
+        per_object(&stats.operations, n),
+        cpu,
+        cpu * 1000.0 / n as f64,
+        peak_rss_mib(operator.id())
+    );
+    let _ = operator.kill();
+    let _ = operator.wait();
+    Ok(())
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
