@@ -248,3 +248,32 @@ impl IntoResponse for ApiError {
         resp
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_message_format() {
+        let cause = (
+            "FieldValueRequired".to_string(),
+            "spec.path".to_string(),
+            "Required value".to_string(),
+        );
+        assert_eq!(
+            ApiError::invalid(
+                "OkmsSecret",
+                "okms.ovh.net",
+                "x",
+                std::slice::from_ref(&cause)
+            )
+            .message,
+            "OkmsSecret.okms.ovh.net \"x\" is invalid: spec.path: Required value"
+        );
+        assert!(
+            ApiError::invalid("K", "", "x", &[cause.clone(), cause])
+                .message
+                .ends_with("[spec.path: Required value, spec.path: Required value]")
+        );
+    }
+}

@@ -5,25 +5,25 @@
 //! [`KubeEmulator`] handle with a ready [`kube::Client`], fault injection and request counters.
 //! The store is in memory; [`Options::state_file`] also keeps it in a file across restarts.
 
-pub mod patch;
-pub mod schema;
-pub mod selector;
-pub mod ssa;
-pub mod table;
+mod patch;
+mod schema;
+mod selector;
+mod ssa;
+mod table;
 
-pub mod builtin;
-pub mod crd;
-pub mod discovery;
-pub mod error;
-pub mod faults;
+mod builtin;
+mod crd;
+mod discovery;
+mod error;
+mod faults;
 pub mod kubeconfig;
-pub mod openapi;
-pub mod persist;
-pub mod protobuf;
-pub mod registry;
-pub mod server;
-pub mod store;
-pub mod watch;
+mod openapi;
+mod persist;
+mod protobuf;
+mod registry;
+mod server;
+mod store;
+mod watch;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -43,28 +43,6 @@ impl Cause {
     }
 }
 
-/// The `metav1.Status` message of a `422 Invalid` response:
-/// `OkmsSecret.okms.ovh.net "x" is invalid: spec.path: Required value` (several causes are
-/// bracketed and comma-separated, as `field.ErrorList.ToAggregate` prints them).
-pub fn invalid_message(qualified_kind: &str, name: &str, causes: &[Cause]) -> String {
-    let parts: Vec<String> = causes
-        .iter()
-        .map(|c| {
-            if c.field.is_empty() {
-                c.message.clone()
-            } else {
-                format!("{}: {}", c.field, c.message)
-            }
-        })
-        .collect();
-    let body = if parts.len() == 1 {
-        parts[0].clone()
-    } else {
-        format!("[{}]", parts.join(", "))
-    };
-    format!("{qualified_kind} \"{name}\" is invalid: {body}")
-}
-
 /// Renders a bad value the way `field.Error` does (strings quoted, numbers bare).
 fn show(v: &Value) -> String {
     match v {
@@ -1038,24 +1016,6 @@ mod tests {
             o,
             json!({"spec": {"mode": "auto", "limits": {"max": 10},
                             "items": [{"weight": 3}, {"weight": 1}]}})
-        );
-    }
-
-    #[test]
-    fn invalid_message_format() {
-        let c = vec![Cause::new(
-            "FieldValueRequired",
-            "spec.path",
-            "Required value".into(),
-        )];
-        assert_eq!(
-            invalid_message("OkmsSecret.okms.ovh.net", "x", &c),
-            "OkmsSecret.okms.ovh.net \"x\" is invalid: spec.path: Required value"
-        );
-        let c2 = vec![c[0].clone(), c[0].clone()];
-        assert!(
-            invalid_message("K", "x", &c2)
-                .ends_with("[spec.path: Required value, spec.path: Required value]")
         );
     }
 }

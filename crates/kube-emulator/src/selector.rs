@@ -358,115 +358,9 @@ impl LabelSelector {
         Ok(Self { requirements })
     }
 
-    /// Builds a selector from a `metav1.LabelSelector` JSON object (`matchLabels`, `matchExpressions`).
-    pub fn from_json(v: &Value) -> Result<Self, String> {
-        let mut requirements = Vec::new();
-        if v.is_null() {
-            return Ok(Self::default());
-        }
-        let obj = v
-            .as_object()
-            .ok_or_else(|| "a label selector must be an object".to_string())?;
-        if let Some(ml) = obj.get("matchLabels").filter(|m| !m.is_null()) {
-            let ml = ml
-                .as_object()
-                .ok_or_else(|| "matchLabels must be an object".to_string())?;
-            for (k, val) in ml {
-                let val = val
-                    .as_str()
-                    .ok_or_else(|| format!("matchLabels[{k}] must be a string"))?;
-                validate_label_key(k)?;
-                validate_label_value(val)?;
-                requirements.push(Requirement {
-                    key: k.clone(),
-                    op: LabelOp::In,
-                    values: vec![val.to_string()],
-                });
-            }
-        }
-        if let Some(me) = obj.get("matchExpressions").filter(|m| !m.is_null()) {
-            let me = me
-                .as_array()
-                .ok_or_else(|| "matchExpressions must be a list".to_string())?;
-            for e in me {
-                let key = e
-                    .get("key")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| "matchExpressions[].key is required".to_string())?;
-                validate_label_key(key)?;
-                let operator = e.get("operator").and_then(Value::as_str).unwrap_or("");
-                let values: Vec<String> = match e.get("values") {
-                    None | Some(Value::Null) => vec![],
-                    Some(Value::Array(a)) => a
-                        .iter()
-                        .map(|x| {
-                            x.as_str()
-                                .map(str::to_string)
-                                .ok_or_else(|| "matchExpressions[].values must be strings".into())
-                        })
-                        .collect::<Result<_, String>>()?,
-                    Some(_) => return Err("matchExpressions[].values must be a list".into()),
-                };
-                let op = match operator {
-                    "In" => LabelOp::In,
-                    "NotIn" => LabelOp::NotIn,
-                    "Exists" => LabelOp::Exists,
-                    "DoesNotExist" => LabelOp::DoesNotExist,
-                    other => {
-                        return Err(format!("{other:?} is not a valid label selector operator"));
-                    }
-                };
-                match op {
-                    LabelOp::In | LabelOp::NotIn if values.is_empty() => {
-                        return Err(format!(
-                            "values: Invalid value: []string(nil): for 'in', 'notin' operators, values set can't be empty (key {key:?})"
-                        ));
-                    }
-                    LabelOp::Exists | LabelOp::DoesNotExist if !values.is_empty() => {
-                        return Err(format!(
-                            "values: Invalid value: values set must be empty for exists and does not exist (key {key:?})"
-                        ));
-                    }
-                    _ => {}
-                }
-                for val in &values {
-                    validate_label_value(val)?;
-                }
-                requirements.push(Requirement {
-                    key: key.to_string(),
-                    op,
-                    values,
-                });
-            }
-        }
-        Ok(Self { requirements })
-    }
-
-    /// Whether this selector selects nothing in particular (matches everything).
-    pub fn is_empty(&self) -> bool {
-        self.requirements.is_empty()
-    }
-
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         self.requirements.iter().all(|r| r.matches(labels))
     }
-
-    /// Matches against an object's `metadata.labels`.
-    pub fn matches_object(&self, obj: &Value) -> bool {
-        self.matches(&labels_of(obj))
-    }
-}
-
-/// `metadata.labels` of an object as a map (non-string values are ignored).
-pub fn labels_of(obj: &Value) -> BTreeMap<String, String> {
-    obj.pointer("/metadata/labels")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// One field requirement (`path` = / != `value`).
@@ -590,11 +484,6 @@ impl FieldSelector {
         Ok(Self { requirements })
     }
 
-    /// Whether this selector matches everything.
-    pub fn is_empty(&self) -> bool {
-        self.requirements.is_empty()
-    }
-
     /// Matches against the whole object (field paths are resolved inside it).
     pub fn matches(&self, obj: &Value) -> bool {
         self.requirements
@@ -664,13 +553,8 @@ mod tests {
     #[test]
     fn empty_selector_matches_everything() {
         let s = LabelSelector::parse("").unwrap();
-        assert!(s.is_empty());
         assert!(s.matches(&labels(&[("a", "b")])));
-        assert!(
-            LabelSelector::from_json(&json!({}))
-                .unwrap()
-                .matches(&labels(&[]))
-        );
+        assert!(s.matches(&labels(&[])));
     }
 
     #[test]
@@ -683,35 +567,6 @@ mod tests {
                 "{bad:?} should be rejected"
             );
         }
-    }
-
-    #[test]
-    fn from_json_match_labels_and_expressions() {
-        let s = LabelSelector::from_json(&json!({
-            "matchLabels": {"app": "web"},
-            "matchExpressions": [
-                {"key": "env", "operator": "In", "values": ["prod"]},
-                {"key": "tier", "operator": "NotIn", "values": ["fe"]},
-                {"key": "owner", "operator": "Exists"},
-                {"key": "legacy", "operator": "DoesNotExist"}
-            ]
-        }))
-        .unwrap();
-        assert!(s.matches(&labels(&[("app", "web"), ("env", "prod"), ("owner", "me")])));
-        assert!(!s.matches(&labels(&[("app", "web"), ("env", "prod")])));
-        assert!(!s.matches(&labels(&[("app", "db"), ("env", "prod"), ("owner", "me")])));
-        assert!(
-            LabelSelector::from_json(
-                &json!({"matchExpressions": [{"key": "a", "operator": "In"}]})
-            )
-            .is_err()
-        );
-        assert!(
-            LabelSelector::from_json(
-                &json!({"matchExpressions": [{"key": "a", "operator": "Foo", "values": ["x"]}]})
-            )
-            .is_err()
-        );
     }
 
     #[test]

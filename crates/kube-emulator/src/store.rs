@@ -314,10 +314,6 @@ impl Store {
         }
     }
 
-    pub fn lock(&self) -> parking_lot::MutexGuard<'_, State> {
-        self.state.lock()
-    }
-
     pub fn set_history_limit(&self, n: usize) {
         self.state.lock().history_limit = n.max(1);
     }
@@ -401,10 +397,6 @@ impl Store {
         st.rv = rv;
         st.restored_floor = rv;
         Ok(())
-    }
-
-    pub fn get(&self, gr: &Gr, key: &ObjKey) -> Option<Arc<Value>> {
-        self.get_stored(gr, key).map(|o| o.value())
     }
 
     /// The stored bytes of one object, not parsed (a GET can send them as they are).

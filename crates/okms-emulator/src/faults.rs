@@ -26,7 +26,7 @@ pub struct Faults {
 
 /// What to do with one request.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Injection {
+pub(crate) enum Injection {
     Proceed,
     Drop,
     Error {
@@ -36,21 +36,21 @@ pub enum Injection {
 }
 
 impl Faults {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.latency_ms == 0
             && self.error_rate <= 0.0
             && self.drop_rate <= 0.0
             && self.drop_response_rate <= 0.0
     }
 
-    pub fn applies_to(&self, operation: &str) -> bool {
+    pub(crate) fn applies_to(&self, operation: &str) -> bool {
         self.only
             .as_ref()
             .is_none_or(|ops| ops.iter().any(|o| o == operation))
     }
 
     /// Decides from two uniform samples in [0, 1) (drop is checked first).
-    pub fn decide(&self, operation: &str, drop_sample: f64, error_sample: f64) -> Injection {
+    pub(crate) fn decide(&self, operation: &str, drop_sample: f64, error_sample: f64) -> Injection {
         if !self.applies_to(operation) {
             return Injection::Proceed;
         }
@@ -75,7 +75,7 @@ impl Faults {
         Injection::Proceed
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         for (name, v) in [
             ("error_rate", self.error_rate),
             ("drop_rate", self.drop_rate),

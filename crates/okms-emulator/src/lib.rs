@@ -4,19 +4,19 @@
 #![forbid(unsafe_code)]
 
 mod certs;
-pub mod error;
-pub mod faults;
+mod error;
+mod faults;
 mod kv2;
 mod pagination;
 mod persist;
-pub mod route;
+mod route;
 mod server;
 mod service;
-pub mod stats;
-pub mod store;
+mod stats;
+mod store;
 mod v2;
 
 pub use error::Error;
 pub use faults::Faults;
-pub use server::{Config, ENDPOINT_FILE, Emulator, OKMS_ID_FILE, start};
+pub use server::{Config, Emulator, start};
 pub use stats::Stats;
