@@ -19,7 +19,10 @@ use tracing::{debug, info, warn};
 
 use crate::consent;
 use crate::controller::connection;
-use crate::controller::context::{Context, EventType, FIELD_MANAGER, RefKey, send_for_version};
+use crate::controller::context::{Context, FIELD_MANAGER};
+use crate::controller::own_writes::send_for_version;
+use crate::controller::recorder::EventType;
+use crate::controller::reverse_index::{RefKey, TARGET};
 use crate::controller::{plan, rotation};
 use crate::crd::{
     ConnectionKind, CreationPolicy, DeletionPolicy, InlineData, OkmsSecret, OkmsSecretStatus,
@@ -33,8 +36,6 @@ use crate::status;
 pub const FINALIZER: &str = "okms.dev/cleanup";
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const LABEL_SECRET: &str = "okms.dev/secret";
-/// Reverse-index kind of a target Secret (a source Secret is indexed as "Secret").
-pub const TARGET: &str = "Target";
 pub const ANNOTATION_VERSION: &str = "okms.dev/version";
 pub const ANNOTATION_RESTARTED_AT: &str = "okms.dev/restartedAt";
 /// How many times a lost check-and-set is re-planned before `Conflict` is reported.
@@ -62,12 +63,14 @@ pub async fn reconcile(obj: Arc<OkmsSecret>, ctx: Arc<Context>) -> Result<Action
     // a trigger (e.g. our own target apply) can arrive before our last status write reached the
     // cache: acting on the stale copy would redo the sync, so wait for the fresh one
     if obj.meta().deletion_timestamp.is_none()
-        && ctx.is_stale(&oref, obj.resource_version().as_deref())
+        && ctx
+            .own_writes
+            .is_stale(&oref, obj.resource_version().as_deref())
     {
         return Ok(Action::requeue(std::time::Duration::from_millis(200)));
     }
     if obj.meta().deletion_timestamp.is_some() {
-        ctx.forget_write(&oref);
+        ctx.own_writes.forget_status(&oref);
         let result = cleanup(&obj, &ctx).await;
         let reason = result
             .as_ref()
@@ -122,7 +125,7 @@ pub async fn reconcile(obj: Arc<OkmsSecret>, ctx: Arc<Context>) -> Result<Action
             });
             let (written, ()) = tokio::join!(status, event);
             written?;
-            ctx.reset_backoff(&oref);
+            ctx.backoff.reset(&oref);
             ctx.metrics.set_ready(&key, Some(true));
             ctx.metrics
                 .reconciled("OkmsSecret", reason, true, started.elapsed());
@@ -198,12 +201,13 @@ pub fn error_policy(obj: Arc<OkmsSecret>, err: &Error, ctx: Arc<Context>) -> Act
         Category::Invalid => {
             // A foreign target Secret or a refused path can change without touching this object.
             let retry = ctx
-                .next_backoff(&oref)
+                .backoff
+                .next(&oref)
                 .max(std::time::Duration::from_secs(60));
             Action::requeue(retry)
         }
         Category::Waiting | Category::Transient => {
-            let mut delay = ctx.next_backoff(&oref);
+            let mut delay = ctx.backoff.next(&oref);
             if let Error::Okms(e) = err
                 && let Some(after) = e.retry_after()
             {
@@ -713,7 +717,7 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
             }
         };
         let rendered = render::render_target_off_runtime(&data, &target).await?;
-        let write = ctx.begin_target_write(&ns, &target_name);
+        let write = ctx.own_writes.begin_target_write(&ns, &target_name);
         let applied = apply_target(
             obj,
             &secrets,
@@ -1322,7 +1326,8 @@ async fn write_status(
         )
         .map_err(kube::Error::BuildRequest)?;
     if let Some(rv) = send_for_version(&ctx.client, request).await? {
-        ctx.remember_write(&ObjectRef::from_obj(obj), &rv);
+        ctx.own_writes
+            .remember_status(&ObjectRef::from_obj(obj), &rv);
     }
     Ok(())
 }

@@ -19,7 +19,8 @@ use crate::controller::connection::{
 };
 use crate::controller::context::{ConnectionStores, Context, FIELD_MANAGER};
 use crate::controller::lean::{self, Lean, MetaOnly};
-use crate::controller::okms_secret::{self, LABEL_MANAGED_BY, LABEL_SECRET, TARGET};
+use crate::controller::okms_secret::{self, LABEL_MANAGED_BY, LABEL_SECRET};
+use crate::controller::reverse_index::TARGET;
 use crate::crd::{ClusterOkmsConnection, ConnectionKind, OkmsConnection, OkmsSecret};
 use crate::http::Health;
 
@@ -148,7 +149,9 @@ fn secret_triggers(
     }
     if !owners.is_empty()
         && !deleted
-        && ctx.is_own_target_write(&namespace, &name, s.resource_version().as_deref())
+        && ctx
+            .own_writes
+            .is_own_target_write(&namespace, &name, s.resource_version().as_deref())
     {
         owners.clear();
     }
@@ -212,7 +215,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
         .inspect(readiness.on_first_sync("OkmsSecret"))
         .inspect(move |event| {
             if let Ok(watcher::Event::Apply(o)) = event {
-                seen.observed(o);
+                seen.own_writes.observed(o);
             }
         })
         .applied_objects()
