@@ -102,9 +102,11 @@ async fn get_cm(cms: &Api<ConfigMap>, name: &str) -> Option<ConfigMap> {
 
 #[tokio::test]
 async fn controller_reconciles_repairs_and_cleans_up() {
-    let emu = common::emulator().await;
-    let client = emu.client();
+    let mut server = common::backend().await;
+    let client = server.client();
     common::install_widget_crd(&client).await;
+    // the ConfigMap's owner is a Widget: the real garbage collector must know the kind
+    server.crds_installed().await;
     let widgets: Api<Widget> = Api::namespaced(client.clone(), "default");
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     let ctx = Arc::new(Ctx {
@@ -167,5 +169,5 @@ async fn controller_reconciles_repairs_and_cleans_up() {
     )
     .await;
     controller.abort();
-    emu.shutdown().await;
+    server.shutdown().await;
 }

@@ -49,8 +49,8 @@ where
 
 #[tokio::test]
 async fn finalizer_holds_deletion_until_removed() {
-    let emu = common::emulator().await;
-    let cms: Api<ConfigMap> = Api::namespaced(emu.client(), "default");
+    let server = common::backend().await;
+    let cms: Api<ConfigMap> = Api::namespaced(server.client(), "default");
     cms.create(
         &PostParams::default(),
         &cm("held", &["example.com/cleanup"]),
@@ -77,13 +77,13 @@ async fn finalizer_holds_deletion_until_removed() {
         gone(&cms, "held").await,
         "removing the last finalizer deletes the object"
     );
-    emu.shutdown().await;
+    server.shutdown().await;
 }
 
 #[tokio::test]
 async fn owner_deletion_collects_orphans_and_foreground_waits() {
-    let emu = common::emulator().await;
-    let client = emu.client();
+    let server = common::backend().await;
+    let client = server.client();
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
     let pp = PostParams::default();
@@ -109,7 +109,11 @@ async fn owner_deletion_collects_orphans_and_foreground_waits() {
         .await
         .unwrap();
     cms.delete("owner2", &DeleteParams::orphan()).await.unwrap();
-    assert!(gone(&cms, "owner2").await);
+    // on a real cluster the garbage collector orphans, then removes the `orphan` finalizer
+    common::eventually("the orphaning owner is gone", 10, || async {
+        gone(&cms, "owner2").await.then_some(())
+    })
+    .await;
     let dep2 = secrets.get("dep2").await.unwrap();
     assert!(
         dep2.metadata
@@ -136,8 +140,16 @@ async fn owner_deletion_collects_orphans_and_foreground_waits() {
             .unwrap_or_default()
             .contains(&"foregroundDeletion".to_string())
     );
-    let dep3 = secrets.get("dep3").await.unwrap();
-    assert!(dep3.metadata.deletion_timestamp.is_some());
+    // the garbage collector deletes the dependent (a real one, a moment later)
+    common::eventually(
+        "the foreground owner's dependent is deleted",
+        10,
+        || async {
+            let dep3 = secrets.get("dep3").await.ok()?;
+            dep3.metadata.deletion_timestamp.is_some().then_some(())
+        },
+    )
+    .await;
     secrets
         .patch(
             "dep3",
@@ -152,13 +164,13 @@ async fn owner_deletion_collects_orphans_and_foreground_waits() {
         || async { (gone(&secrets, "dep3").await && gone(&cms, "owner3").await).then_some(()) },
     )
     .await;
-    emu.shutdown().await;
+    server.shutdown().await;
 }
 
 #[tokio::test]
 async fn namespace_deletion_cascades() {
-    let emu = common::emulator().await;
-    let client = emu.client();
+    let server = common::backend().await;
+    let client = server.client();
     let nss: Api<Namespace> = Api::all(client.clone());
     let ns = Namespace {
         metadata: ObjectMeta {
@@ -180,7 +192,11 @@ async fn namespace_deletion_cascades() {
         .await
         .unwrap();
     nss.delete("temp", &DeleteParams::default()).await.unwrap();
-    assert!(gone(&cms, "a").await);
+    // the namespace controller empties it (on a real cluster, a moment later)
+    common::eventually("the namespace's objects are deleted", 10, || async {
+        gone(&cms, "a").await.then_some(())
+    })
+    .await;
     let terminating = nss.get("temp").await.unwrap();
     assert_eq!(
         terminating.status.and_then(|s| s.phase).as_deref(),
@@ -203,5 +219,5 @@ async fn namespace_deletion_cascades() {
         gone(&nss, "temp").await.then_some(())
     })
     .await;
-    emu.shutdown().await;
+    server.shutdown().await;
 }

@@ -1,7 +1,7 @@
 //! The real `kubectl` against the emulator with default flags (default validation): apply of a
 //! CRD and a custom resource (client-side and server-side), `get` with the printer columns,
-//! schema errors, `wait --for=condition=Ready`, `delete`. Skipped (with a message) when
-//! `kubectl` is not on PATH.
+//! schema errors, `wait --for=condition=Ready`, `delete`. kubectl is the real control plane's
+//! (v1.34.4) when built, else the one on PATH; skipped (with a message) without either.
 
 mod common;
 
@@ -10,11 +10,11 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
-use kube_emulator::{KubeEmulator, Options};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 struct Kubectl {
+    bin: PathBuf,
     kubeconfig: PathBuf,
     cache: PathBuf,
     _dir: tempfile::TempDir,
@@ -28,7 +28,7 @@ struct Out {
 
 impl Kubectl {
     async fn run(&self, args: &[&str], stdin: Option<&str>) -> Out {
-        let mut cmd = tokio::process::Command::new("kubectl");
+        let mut cmd = tokio::process::Command::new(&self.bin);
         cmd.arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .arg("--cache-dir")
@@ -60,29 +60,23 @@ impl Kubectl {
     }
 }
 
-async fn setup() -> Option<(KubeEmulator, Kubectl)> {
-    let found = std::process::Command::new("kubectl")
-        .args(["version", "--client"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        eprintln!("SKIPPED: kubectl is not on PATH; the kubectl compatibility tests did not run");
+async fn setup(test: &str) -> Option<(common::Backend, Kubectl)> {
+    let Some(bin) = common::kubectl() else {
+        eprintln!("SKIPPED {test}: no kubectl (target/control-plane/v1.34.4/kubectl or on PATH)");
         return None;
-    }
+    };
     let dir = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = dir.path().join("kubeconfig");
-    let emu = kube_emulator::start(Options {
-        kubeconfig: Some(kubeconfig.clone()),
-        ..Options::default()
-    })
-    .await
-    .expect("emulator starts");
+    let server = common::backend_with_kubeconfig(&dir.path().join("kubeconfig")).await;
     let k = Kubectl {
-        kubeconfig,
+        bin,
+        kubeconfig: server
+            .kubeconfig_path()
+            .expect("a kubeconfig file")
+            .to_path_buf(),
         cache: dir.path().join("cache"),
         _dir: dir,
     };
-    Some((emu, k))
+    Some((server, k))
 }
 
 fn crd_yaml() -> String {
@@ -100,7 +94,7 @@ spec:
 
 #[tokio::test]
 async fn kubectl_apply_get_wait_delete() {
-    let Some((emu, k)) = setup().await else {
+    let Some((server, k)) = setup("kubectl_apply_get_wait_delete").await else {
         return;
     };
     let out = k.run(&["apply", "-f", "-"], Some(&crd_yaml())).await;
@@ -167,7 +161,7 @@ async fn kubectl_apply_get_wait_delete() {
         .pipe(|o| (o, k))
     });
     let widgets: Api<DynamicObject> = Api::namespaced_with(
-        emu.client(),
+        server.client(),
         "default",
         &kube::discovery::ApiResource::from_gvk_with_plural(
             &kube::core::GroupVersionKind::gvk("example.com", "v1", "Widget"),
@@ -207,12 +201,14 @@ async fn kubectl_apply_get_wait_delete() {
         "{}",
         out.stderr
     );
-    emu.shutdown().await;
+    server.shutdown().await;
 }
 
 #[tokio::test]
 async fn kubectl_rejects_an_invalid_resource_and_applies_server_side() {
-    let Some((emu, k)) = setup().await else {
+    let Some((server, k)) =
+        setup("kubectl_rejects_an_invalid_resource_and_applies_server_side").await
+    else {
         return;
     };
     let out = k.run(&["apply", "-f", "-"], Some(&crd_yaml())).await;
@@ -262,7 +258,7 @@ async fn kubectl_rejects_an_invalid_resource_and_applies_server_side() {
         out.stdout,
         out.stderr
     );
-    emu.shutdown().await;
+    server.shutdown().await;
 }
 
 trait Pipe: Sized {

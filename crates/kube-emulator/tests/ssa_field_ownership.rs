@@ -32,8 +32,8 @@ fn keys(s: &Secret) -> Vec<String> {
 
 #[tokio::test]
 async fn apply_tracks_field_ownership_conflicts_and_force() {
-    let emu = common::emulator().await;
-    let secrets: Api<Secret> = Api::namespaced(emu.client(), "default");
+    let server = common::backend().await;
+    let secrets: Api<Secret> = Api::namespaced(server.client(), "default");
     let a = PatchParams::apply("manager-a");
     let b = PatchParams::apply("manager-b");
 
@@ -109,13 +109,13 @@ async fn apply_tracks_field_ownership_conflicts_and_force() {
         .await
         .unwrap();
     assert!(keys(&s).contains(&"user".to_string()), "{:?}", keys(&s));
-    emu.shutdown().await;
+    server.shutdown().await;
 }
 
 #[tokio::test]
 async fn apply_creates_and_a_no_op_apply_keeps_the_resource_version() {
-    let emu = common::emulator().await;
-    let secrets: Api<Secret> = Api::namespaced(emu.client(), "default");
+    let server = common::backend().await;
+    let secrets: Api<Secret> = Api::namespaced(server.client(), "default");
     let a = PatchParams::apply("manager-a");
     let first = secrets
         .patch("creds", &a, &Patch::Apply(applied(json!({"user": "u"}))))
@@ -137,5 +137,5 @@ async fn apply_creates_and_a_no_op_apply_keeps_the_resource_version() {
         .await
         .unwrap();
     assert_eq!(s.metadata.labels.unwrap()["x"], "1");
-    emu.shutdown().await;
+    server.shutdown().await;
 }

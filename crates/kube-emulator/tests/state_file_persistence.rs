@@ -3,6 +3,9 @@
 //! resourceVersions keep increasing, a watch from before the restart gets `410 Gone`, the file is
 //! saved shortly after a change without a shutdown (what a crash leaves is a complete file), a
 //! damaged file stops the start with an error naming it, and without the option nothing is kept.
+//!
+//! Emulator-only: persistence across restarts is the emulator's own feature (a real API server
+//! keeps its objects in etcd); with `OKMS_TEST_BACKEND=real` each test prints `SKIPPED`.
 
 mod common;
 
@@ -36,6 +39,15 @@ fn widgets(emu: &KubeEmulator) -> Api<DynamicObject> {
     Api::namespaced_with(emu.client(), "default", &ar)
 }
 
+/// True (after printing why) on the real backend: state files are the emulator's own feature.
+fn skipped_on_real(test: &str) -> bool {
+    let real = common::real_requested();
+    if real {
+        eprintln!("SKIPPED {test}: state files are the emulator's own feature");
+    }
+    real
+}
+
 fn rv<K: kube::Resource>(o: &K) -> u64 {
     o.resource_version()
         .and_then(|v| v.parse().ok())
@@ -44,6 +56,9 @@ fn rv<K: kube::Resource>(o: &K) -> u64 {
 
 #[tokio::test]
 async fn a_restart_serves_the_same_objects_and_versions_keep_increasing() {
+    if skipped_on_real("a_restart_serves_the_same_objects_and_versions_keep_increasing") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("kube/state.json");
     let emu = start(&file).await;
@@ -141,6 +156,9 @@ async fn a_restart_serves_the_same_objects_and_versions_keep_increasing() {
 
 #[tokio::test]
 async fn changes_are_saved_without_a_shutdown() {
+    if skipped_on_real("changes_are_saved_without_a_shutdown") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("state.json");
     let emu = start(&file).await;
@@ -166,6 +184,9 @@ async fn changes_are_saved_without_a_shutdown() {
 
 #[tokio::test]
 async fn a_damaged_state_file_stops_the_start_naming_it() {
+    if skipped_on_real("a_damaged_state_file_stops_the_start_naming_it") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("state.json");
     std::fs::write(&file, b"{\"format\":\"kube-emulator-state/v1\",\"resourceV").unwrap();
@@ -185,7 +206,15 @@ async fn a_damaged_state_file_stops_the_start_naming_it() {
 
 #[tokio::test]
 async fn without_a_state_file_nothing_is_kept() {
-    let emu = common::emulator().await;
+    if skipped_on_real("without_a_state_file_nothing_is_kept") {
+        return;
+    }
+    let emu = common::emulator_only(
+        "without_a_state_file_nothing_is_kept",
+        "state files are the emulator's own feature",
+    )
+    .await
+    .unwrap();
     assert!(!emu.restored());
     emu.save_state().await.expect("nothing to save");
     let cms: Api<ConfigMap> = Api::namespaced(emu.client(), "default");
@@ -196,7 +225,12 @@ async fn without_a_state_file_nothing_is_kept() {
     .await
     .unwrap();
     emu.shutdown().await;
-    let again = common::emulator().await;
+    let again = common::emulator_only(
+        "without_a_state_file_nothing_is_kept",
+        "state files are the emulator's own feature",
+    )
+    .await
+    .unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(again.client(), "default");
     assert!(cms.get_opt("memory-only").await.unwrap().is_none());
     again.shutdown().await;

@@ -43,9 +43,9 @@ async fn added_names(
 }
 
 #[tokio::test]
-async fn watch_resumes_from_a_resource_version_and_reports_gone() {
-    let emu = common::emulator().await;
-    let secrets: Api<Secret> = Api::namespaced(emu.client(), "default");
+async fn watch_resumes_from_a_resource_version() {
+    let server = common::backend().await;
+    let secrets: Api<Secret> = Api::namespaced(server.client(), "default");
     let pp = PostParams::default();
     let a = secrets.create(&pp, &secret("a")).await.unwrap();
     let rv_a = a.metadata.resource_version.clone().unwrap();
@@ -59,9 +59,29 @@ async fn watch_resumes_from_a_resource_version_and_reports_gone() {
         .boxed();
     secrets.create(&pp, &secret("c")).await.unwrap();
     assert_eq!(added_names(&mut stream, 2).await, vec!["b", "c"]);
+    server.shutdown().await;
+}
+
+/// Emulator-only: a watch history of one event is set through the emulator's own control; the
+/// real server's history (its watch cache and etcd's compaction) cannot be shrunk from a test.
+#[tokio::test]
+async fn a_watch_from_beyond_the_history_is_gone() {
+    let Some(server) = common::emulator_only(
+        "a_watch_from_beyond_the_history_is_gone",
+        "it sets the emulator's watch-history size",
+    )
+    .await
+    else {
+        return;
+    };
+    let secrets: Api<Secret> = Api::namespaced(server.client(), "default");
+    let pp = PostParams::default();
+    let a = secrets.create(&pp, &secret("a")).await.unwrap();
+    let rv_a = a.metadata.resource_version.clone().unwrap();
+    secrets.create(&pp, &secret("b")).await.unwrap();
 
     // A history of 1 event: a's resourceVersion is now too old.
-    emu.set_watch_history(1);
+    server.set_watch_history(1);
     secrets.create(&pp, &secret("d")).await.unwrap();
     let mut stream = secrets
         .watch(&WatchParams::default().timeout(10), &rv_a)
@@ -75,15 +95,24 @@ async fn watch_resumes_from_a_resource_version_and_reports_gone() {
         }
         other => panic!("expected 410, got {other:?}"),
     }
-    emu.shutdown().await;
+    server.shutdown().await;
 }
 
+/// Emulator-only: the streams are dropped by the emulator's fault injection and the relists
+/// counted by its statistics, neither of which a real API server has.
 #[tokio::test]
 async fn runtime_watcher_recovers_from_dropped_streams_by_relisting() {
-    let emu = common::emulator().await;
-    let secrets: Api<Secret> = Api::namespaced(emu.client(), "default");
-    emu.set_watch_history(1);
-    emu.set_faults(Faults {
+    let Some(server) = common::emulator_only(
+        "runtime_watcher_recovers_from_dropped_streams_by_relisting",
+        "it drops watches by the emulator's fault injection and counts lists by its statistics",
+    )
+    .await
+    else {
+        return;
+    };
+    let secrets: Api<Secret> = Api::namespaced(server.client(), "default");
+    server.set_watch_history(1);
+    server.set_faults(Faults {
         watch_drop_after_events: Some(1),
         ..Faults::default()
     });
@@ -114,18 +143,18 @@ async fn runtime_watcher_recovers_from_dropped_streams_by_relisting() {
     })
     .await;
     assert!(
-        emu.stats().get("list secrets") >= 2,
+        server.stats().get("list secrets") >= 2,
         "the watcher relisted: {:?}",
-        emu.stats()
+        server.stats()
     );
     task.abort();
-    emu.shutdown().await;
+    server.shutdown().await;
 }
 
 #[tokio::test]
 async fn metadata_only_list_and_watch() {
-    let emu = common::emulator().await;
-    let secrets: Api<Secret> = Api::namespaced(emu.client(), "default");
+    let server = common::backend().await;
+    let secrets: Api<Secret> = Api::namespaced(server.client(), "default");
     let pp = PostParams::default();
     secrets.create(&pp, &secret("m1")).await.unwrap();
     let list = secrets.list_metadata(&Default::default()).await.unwrap();
@@ -133,7 +162,7 @@ async fn metadata_only_list_and_watch() {
     assert_eq!(list.items[0].metadata.name.as_deref(), Some("m1"));
 
     let (code, body) = common::raw(
-        &emu,
+        &server,
         "GET",
         "/api/v1/namespaces/default/secrets",
         &[(
@@ -152,7 +181,7 @@ async fn metadata_only_list_and_watch() {
 
     let seen: Arc<Mutex<BTreeSet<String>>> = Arc::default();
     let seen2 = seen.clone();
-    let api: Api<PartialObjectMeta<Secret>> = Api::namespaced(emu.client(), "default");
+    let api: Api<PartialObjectMeta<Secret>> = Api::namespaced(server.client(), "default");
     let task = tokio::spawn(async move {
         let mut s = watcher(api, watcher::Config::default().labels("app=w"))
             .default_backoff()
@@ -169,7 +198,7 @@ async fn metadata_only_list_and_watch() {
     })
     .await;
     task.abort();
-    emu.shutdown().await;
+    server.shutdown().await;
 }
 
 /// Writes answer in the requested form too: a create or a server-side apply asked for as
@@ -177,7 +206,7 @@ async fn metadata_only_list_and_watch() {
 /// and none of its data, as the API server does.
 #[tokio::test]
 async fn metadata_only_write_responses() {
-    let emu = common::emulator().await;
+    let server = common::backend().await;
     let meta = [
         (
             "Accept",
@@ -188,7 +217,7 @@ async fn metadata_only_write_responses() {
     let body =
         r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"w1"},"stringData":{"k":"v"}}"#;
     let (code, created) = common::raw(
-        &emu,
+        &server,
         "POST",
         "/api/v1/namespaces/default/secrets",
         &meta,
@@ -203,7 +232,7 @@ async fn metadata_only_write_responses() {
 
     let apply = [meta[0], ("Content-Type", "application/apply-patch+yaml")];
     let (code, applied) = common::raw(
-        &emu,
+        &server,
         "PATCH",
         "/api/v1/namespaces/default/secrets/w1?fieldManager=test&force=true",
         &apply,
@@ -228,7 +257,7 @@ async fn metadata_only_write_responses() {
         after > before,
         "the apply's new resourceVersion is returned"
     );
-    emu.shutdown().await;
+    server.shutdown().await;
 }
 
 /// Each resource has its own feed: a watch sees only its resource's changes, and a deleted
@@ -237,10 +266,10 @@ async fn metadata_only_write_responses() {
 async fn a_deleted_crd_ends_its_watches_only() {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     use kube::api::{DeleteParams, DynamicObject};
-    let emu = common::emulator().await;
-    let ar = common::install_widget_crd(&emu.client()).await;
-    let widgets: Api<DynamicObject> = Api::namespaced_with(emu.client(), "default", &ar);
-    let secrets: Api<Secret> = Api::namespaced(emu.client(), "default");
+    let server = common::backend().await;
+    let ar = common::install_widget_crd(&server.client()).await;
+    let widgets: Api<DynamicObject> = Api::namespaced_with(server.client(), "default", &ar);
+    let secrets: Api<Secret> = Api::namespaced(server.client(), "default");
     let wp = WatchParams::default().timeout(60);
     let mut widget_events = widgets.watch(&wp, "0").await.unwrap().boxed();
     let mut secret_events = secrets.watch(&wp, "0").await.unwrap().boxed();
@@ -249,7 +278,7 @@ async fn a_deleted_crd_ends_its_watches_only() {
         .create(&PostParams::default(), &secret("s1"))
         .await
         .unwrap();
-    let crds: Api<CustomResourceDefinition> = Api::all(emu.client());
+    let crds: Api<CustomResourceDefinition> = Api::all(server.client());
     crds.delete("widgets.example.com", &DeleteParams::default())
         .await
         .unwrap();
@@ -271,5 +300,5 @@ async fn a_deleted_crd_ends_its_watches_only() {
         .await
         .unwrap();
     assert_eq!(added_names(&mut secret_events, 2).await, vec!["s1", "s2"]);
-    emu.shutdown().await;
+    server.shutdown().await;
 }
