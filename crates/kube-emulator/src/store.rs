@@ -573,12 +573,13 @@ impl Store {
         if let Some(uid) = &opts.uid {
             let actual = meta_str(&old, "uid");
             if uid != actual {
+                // as kube-apiserver's rest.BeforeDelete: the group and *kind*, not resource
                 return Err(ApiError::conflict(
                     &def.group,
-                    &def.resource,
+                    &def.kind,
                     &key.1,
                     &format!(
-                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
+                        "the UID in the precondition ({uid}) does not match the UID in record ({actual}). The object might have been deleted and then recreated"
                     ),
                 ));
             }
@@ -588,10 +589,10 @@ impl Store {
             if rv != actual {
                 return Err(ApiError::conflict(
                     &def.group,
-                    &def.resource,
+                    &def.kind,
                     &key.1,
                     &format!(
-                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {actual}"
+                        "the ResourceVersion in the precondition ({rv}) does not match the ResourceVersion in record ({actual}). The object might have been modified"
                     ),
                 ));
             }

@@ -22,8 +22,8 @@ fn secret(name: &str) -> Secret {
 
 #[tokio::test]
 async fn secret_crud_and_stale_update_conflict() {
-    let emu = common::emulator().await;
-    let secrets: Api<Secret> = Api::namespaced(emu.client(), "default");
+    let server = common::backend().await;
+    let secrets: Api<Secret> = Api::namespaced(server.client(), "default");
     let pp = PostParams::default();
 
     let created = secrets.create(&pp, &secret("db")).await.unwrap();
@@ -104,13 +104,13 @@ async fn secret_crud_and_stale_update_conflict() {
     assert_eq!(gone.code, 404);
     assert_eq!(gone.reason, "NotFound");
     assert_eq!(gone.message, "secrets \"db\" not found");
-    emu.shutdown().await;
+    server.shutdown().await;
 }
 
 #[tokio::test]
 async fn generate_name_missing_namespace_and_immutable_type() {
-    let emu = common::emulator().await;
-    let client = emu.client();
+    let server = common::backend().await;
+    let client = server.client();
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     let cm = ConfigMap {
         metadata: ObjectMeta {
@@ -163,13 +163,13 @@ async fn generate_name_missing_namespace_and_immutable_type() {
         "{}",
         err.message
     );
-    emu.shutdown().await;
+    server.shutdown().await;
 }
 
 #[tokio::test]
 async fn delete_preconditions_and_status_body() {
-    let emu = common::emulator().await;
-    let secrets: Api<Secret> = Api::namespaced(emu.client(), "default");
+    let server = common::backend().await;
+    let secrets: Api<Secret> = Api::namespaced(server.client(), "default");
     let s = secrets
         .create(&PostParams::default(), &secret("p"))
         .await
@@ -183,10 +183,34 @@ async fn delete_preconditions_and_status_body() {
     };
     let err = common::status(secrets.delete("p", &dp).await.unwrap_err());
     assert_eq!(err.code, 409);
-    assert!(
-        err.message.contains("Precondition failed"),
-        "{}",
-        err.message
+    assert_eq!(err.reason, "Conflict");
+    // kube-apiserver names the kind (not the resource) here
+    let uid = s.metadata.uid.clone().unwrap();
+    assert_eq!(
+        err.message,
+        format!(
+            "Operation cannot be fulfilled on Secret \"p\": the UID in the precondition \
+             (not-the-uid) does not match the UID in record ({uid}). The object might have been \
+             deleted and then recreated"
+        )
+    );
+    let dp = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: None,
+            resource_version: Some("1".into()),
+        }),
+        ..Default::default()
+    };
+    let err = common::status(secrets.delete("p", &dp).await.unwrap_err());
+    assert_eq!((err.code, err.reason.as_str()), (409, "Conflict"));
+    let rv = s.metadata.resource_version.clone().unwrap();
+    assert_eq!(
+        err.message,
+        format!(
+            "Operation cannot be fulfilled on Secret \"p\": the ResourceVersion in the \
+             precondition (1) does not match the ResourceVersion in record ({rv}). The object \
+             might have been modified"
+        )
     );
     let dp = DeleteParams {
         preconditions: Some(kube::api::Preconditions {
@@ -198,8 +222,14 @@ async fn delete_preconditions_and_status_body() {
     secrets.delete("p", &dp).await.unwrap();
 
     // The raw error body is a metav1.Status.
-    let (code, body) =
-        common::raw(&emu, "GET", "/api/v1/namespaces/default/secrets/p", &[], "").await;
+    let (code, body) = common::raw(
+        &server,
+        "GET",
+        "/api/v1/namespaces/default/secrets/p",
+        &[],
+        "",
+    )
+    .await;
     assert_eq!(code, 404);
     let resp: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(resp["kind"], "Status");
@@ -209,14 +239,14 @@ async fn delete_preconditions_and_status_body() {
     assert_eq!(resp["code"], 404);
     assert_eq!(resp["details"]["name"], "p");
     assert_eq!(resp["details"]["kind"], "secrets");
-    emu.shutdown().await;
+    server.shutdown().await;
 }
 
 /// A GET answers in the version asked for: the stored object as it is when stored in that
 /// version, with its `apiVersion` rewritten when asked for another served version.
 #[tokio::test]
 async fn a_get_answers_in_the_version_asked_for() {
-    let emu = common::emulator().await;
+    let server = common::backend().await;
     let mut crd = common::widget_crd("Namespaced");
     let mut beta = crd["spec"]["versions"][0].clone();
     beta["name"] = "v1beta1".into();
@@ -224,7 +254,7 @@ async fn a_get_answers_in_the_version_asked_for() {
     crd["spec"]["versions"].as_array_mut().unwrap().push(beta);
     let json = [("Content-Type", "application/json")];
     let (code, body) = common::raw(
-        &emu,
+        &server,
         "POST",
         "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
         &json,
@@ -234,15 +264,15 @@ async fn a_get_answers_in_the_version_asked_for() {
     assert_eq!(code, 201, "{body}");
     let path = "/apis/example.com/v1/namespaces/default/widgets";
     common::eventually("widgets are served", 10, || async {
-        (common::raw(&emu, "GET", path, &[], "").await.0 == 200).then_some(())
+        (common::raw(&server, "GET", path, &[], "").await.0 == 200).then_some(())
     })
     .await;
     let w = r#"{"apiVersion":"example.com/v1","kind":"Widget","metadata":{"name":"w"},"spec":{"size":3}}"#;
-    let (code, created) = common::raw(&emu, "POST", path, &json, w).await;
+    let (code, created) = common::raw(&server, "POST", path, &json, w).await;
     assert_eq!(code, 201, "{created}");
     let created: serde_json::Value = serde_json::from_str(&created).unwrap();
 
-    let (code, v1) = common::raw(&emu, "GET", &format!("{path}/w"), &[], "").await;
+    let (code, v1) = common::raw(&server, "GET", &format!("{path}/w"), &[], "").await;
     assert_eq!(code, 200, "{v1}");
     let v1: serde_json::Value = serde_json::from_str(&v1).unwrap();
     assert_eq!(
@@ -251,7 +281,7 @@ async fn a_get_answers_in_the_version_asked_for() {
     );
 
     let beta_path = "/apis/example.com/v1beta1/namespaces/default/widgets/w";
-    let (code, b) = common::raw(&emu, "GET", beta_path, &[], "").await;
+    let (code, b) = common::raw(&server, "GET", beta_path, &[], "").await;
     assert_eq!(code, 200, "{b}");
     let b: serde_json::Value = serde_json::from_str(&b).unwrap();
     assert_eq!(b["apiVersion"], "example.com/v1beta1");
@@ -261,7 +291,7 @@ async fn a_get_answers_in_the_version_asked_for() {
 
     // a Secret (one version): the GET is the object the list holds
     let (code, _) = common::raw(
-        &emu,
+        &server,
         "POST",
         "/api/v1/namespaces/default/secrets",
         &json,
@@ -269,8 +299,22 @@ async fn a_get_answers_in_the_version_asked_for() {
     )
     .await;
     assert_eq!(code, 201);
-    let (_, got) = common::raw(&emu, "GET", "/api/v1/namespaces/default/secrets/s", &[], "").await;
-    let (_, list) = common::raw(&emu, "GET", "/api/v1/namespaces/default/secrets", &[], "").await;
+    let (_, got) = common::raw(
+        &server,
+        "GET",
+        "/api/v1/namespaces/default/secrets/s",
+        &[],
+        "",
+    )
+    .await;
+    let (_, list) = common::raw(
+        &server,
+        "GET",
+        "/api/v1/namespaces/default/secrets",
+        &[],
+        "",
+    )
+    .await;
     let got: serde_json::Value = serde_json::from_str(&got).unwrap();
     let list: serde_json::Value = serde_json::from_str(&list).unwrap();
     assert_eq!(got["apiVersion"], "v1");
@@ -284,8 +328,8 @@ async fn a_get_answers_in_the_version_asked_for() {
 /// update), whatever the patch type.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_patches_of_one_object_lose_nothing() {
-    let emu = common::emulator().await;
-    let cms: Api<ConfigMap> = Api::namespaced(emu.client(), "default");
+    let server = common::backend().await;
+    let cms: Api<ConfigMap> = Api::namespaced(server.client(), "default");
     cms.create(
         &PostParams::default(),
         &ConfigMap {
@@ -347,5 +391,5 @@ async fn concurrent_patches_of_one_object_lose_nothing() {
         })
         .count();
     assert_eq!(owners, WRITERS / 3);
-    emu.shutdown().await;
+    server.shutdown().await;
 }
