@@ -1282,9 +1282,11 @@ impl State {
                 &(String::new(), crd_name.clone()),
             );
             if terminating == Some(true) {
-                return Err(ApiError::new(
-                    405,
-                    "MethodNotAllowed",
+                // kube-apiserver 1.34 answers 403 Forbidden here (405 before)
+                return Err(ApiError::forbidden(
+                    &def.group,
+                    &def.resource,
+                    meta_str(&obj, "name"),
                     "create not allowed while custom resource definition is terminating",
                 ));
             }

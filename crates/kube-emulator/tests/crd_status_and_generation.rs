@@ -26,8 +26,8 @@ fn generation(o: &DynamicObject) -> i64 {
 
 #[tokio::test]
 async fn crd_is_established_served_and_discoverable() {
-    let emu = common::emulator().await;
-    let client = emu.client();
+    let server = common::backend().await;
+    let client = server.client();
     common::install_widget_crd(&client).await;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let crd = crds.get("widgets.example.com").await.unwrap();
@@ -67,17 +67,17 @@ async fn crd_is_established_served_and_discoverable() {
         "{:?}",
         caps.subresources
     );
-    let (code, body) = common::raw(&emu, "GET", "/apis/example.com/v1", &[], "").await;
+    let (code, body) = common::raw(&server, "GET", "/apis/example.com/v1", &[], "").await;
     assert_eq!(code, 200);
     assert!(body.contains("\"shortNames\":[\"wd\"]"), "{body}");
     assert!(body.contains("\"categories\":[\"all\"]"), "{body}");
-    emu.shutdown().await;
+    server.shutdown().await;
 }
 
 #[tokio::test]
 async fn status_subresource_and_generation() {
-    let emu = common::emulator().await;
-    let client = emu.client();
+    let server = common::backend().await;
+    let client = server.client();
     let ar = common::install_widget_crd(&client).await;
     let widgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
     let w = widgets
@@ -126,13 +126,13 @@ async fn status_subresource_and_generation() {
         .await
         .unwrap();
     assert_eq!(generation(&w), 2);
-    emu.shutdown().await;
+    server.shutdown().await;
 }
 
 #[tokio::test]
 async fn schema_validation_pruning_and_crd_deletion() {
-    let emu = common::emulator().await;
-    let client = emu.client();
+    let server = common::backend().await;
+    let client = server.client();
     let ar = common::install_widget_crd(&client).await;
     let widgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
     let err = widgets
@@ -181,13 +181,13 @@ async fn schema_validation_pruning_and_crd_deletion() {
         }
     })
     .await;
-    emu.shutdown().await;
+    server.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_terminating_crd_refuses_new_objects() {
-    let emu = common::emulator().await;
-    let client = emu.client();
+    let server = common::backend().await;
+    let client = server.client();
     let ar = common::install_widget_crd(&client).await;
     let widgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
     let mut held = widget("held", json!({"size": 1}));
@@ -220,12 +220,18 @@ async fn a_terminating_crd_refuses_new_objects() {
             .await
             .unwrap_err(),
     );
+    // 403 on kube-apiserver 1.34 (405 MethodNotAllowed in older releases)
     assert_eq!(
         (refused.code, refused.reason.as_str()),
-        (405, "MethodNotAllowed")
+        (403, "Forbidden"),
+        "{}",
+        refused.message
     );
+    eprintln!("refused: {}", refused.message);
     assert!(
-        refused.message.contains("terminating"),
+        refused.message.ends_with(
+            "is forbidden: create not allowed while custom resource definition is terminating"
+        ),
         "{}",
         refused.message
     );
@@ -246,5 +252,5 @@ async fn a_terminating_crd_refuses_new_objects() {
         }
     })
     .await;
-    emu.shutdown().await;
+    server.shutdown().await;
 }
