@@ -73,6 +73,57 @@ fn check_secret_data(def: &ResourceDef, obj: &Value) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The keys a Secret of a well-known type must hold, as kube-apiserver's `ValidateSecret`
+/// requires them (`422` with one `Required value` per missing key); found by running the
+/// black-box tests on the real server, which refused a `kubernetes.io/tls` Secret without keys.
+fn check_secret_type(def: &ResourceDef, obj: &Value) -> Result<(), ApiError> {
+    let data = obj.get("data").and_then(Value::as_object);
+    let has = |k: &str| data.is_some_and(|d| d.contains_key(k));
+    let non_empty = |k: &str| {
+        data.and_then(|d| d.get(k))
+            .and_then(Value::as_str)
+            .is_some_and(|v| !v.is_empty())
+    };
+    let required: Vec<String> = match obj.get("type").and_then(Value::as_str).unwrap_or("") {
+        "kubernetes.io/tls" => ["tls.crt", "tls.key"]
+            .into_iter()
+            .filter(|k| !has(k))
+            .map(|k| format!("data[{k}]"))
+            .collect(),
+        "kubernetes.io/basic-auth" if !has("username") && !has("password") => {
+            vec!["data[username]".into(), "data[password]".into()]
+        }
+        "kubernetes.io/ssh-auth" if !non_empty("ssh-privatekey") => {
+            vec!["data[ssh-privatekey]".into()]
+        }
+        "kubernetes.io/dockercfg" if !non_empty(".dockercfg") => vec!["data[.dockercfg]".into()],
+        "kubernetes.io/dockerconfigjson" if !non_empty(".dockerconfigjson") => {
+            vec!["data[.dockerconfigjson]".into()]
+        }
+        "kubernetes.io/service-account-token"
+            if obj["metadata"]["annotations"]["kubernetes.io/service-account.name"]
+                .as_str()
+                .is_none_or(str::is_empty) =>
+        {
+            vec!["metadata.annotations[kubernetes.io/service-account.name]".into()]
+        }
+        _ => Vec::new(),
+    };
+    if required.is_empty() {
+        return Ok(());
+    }
+    let causes: Vec<(String, String, String)> = required
+        .into_iter()
+        .map(|f| ("FieldValueRequired".into(), f, "Required value".into()))
+        .collect();
+    Err(ApiError::invalid(
+        &def.kind,
+        &def.group,
+        name_of(obj),
+        &causes,
+    ))
+}
+
 /// The fields of an Event named differently in core/v1 and events.k8s.io/v1, as kube-apiserver
 /// converts them (`pkg/apis/events/v1/conversion.go`); the others (`eventTime`, `series`,
 /// `action`, `reason`, `related`, `type`, `reportingInstance`, `metadata`) keep their name.
@@ -143,6 +194,7 @@ pub fn prepare_create(def: &ResourceDef, obj: &mut Value) -> Result<(), ApiError
                 obj["type"] = json!("Opaque");
             }
             check_secret_data(def, obj)?;
+            check_secret_type(def, obj)?;
         }
         ("", "namespaces") => {
             obj["spec"] = json!({ "finalizers": ["kubernetes"] });
@@ -172,6 +224,7 @@ pub fn prepare_update(def: &ResourceDef, old: &Value, new: &mut Value) -> Result
                 ));
             }
             check_secret_data(def, new)?;
+            check_secret_type(def, new)?;
             check_immutable(def, old, new, &["data"])?;
         }
         ("", "configmaps") => check_immutable(def, old, new, &["data", "binaryData"])?,
@@ -317,6 +370,28 @@ mod tests {
             stray,
             json!({"apiVersion": "v1", "kind": "Event", "involvedObject": {}, "eventTime": null})
         );
+    }
+
+    #[test]
+    fn secret_types_require_their_keys() {
+        let def = secret_def();
+        let mut tls = json!({"metadata": {"name": "t"}, "type": "kubernetes.io/tls"});
+        let err = prepare_create(&def, &mut tls).unwrap_err();
+        assert_eq!(err.code, 422);
+        assert_eq!(
+            err.message,
+            "Secret \"t\" is invalid: [data[tls.crt]: Required value, data[tls.key]: Required value]"
+        );
+        let mut tls = json!({"metadata": {"name": "t"}, "type": "kubernetes.io/tls",
+                             "stringData": {"tls.crt": "c", "tls.key": "k"}});
+        prepare_create(&def, &mut tls).unwrap();
+        let mut basic = json!({"metadata": {"name": "b"}, "type": "kubernetes.io/basic-auth",
+                               "stringData": {"password": ""}});
+        prepare_create(&def, &mut basic).unwrap();
+        let mut ssh = json!({"metadata": {"name": "s"}, "type": "kubernetes.io/ssh-auth"});
+        assert!(prepare_create(&def, &mut ssh).is_err());
+        let mut custom = json!({"metadata": {"name": "c"}, "type": "example.com/anything"});
+        prepare_create(&def, &mut custom).unwrap();
     }
 
     #[test]

@@ -34,8 +34,8 @@ async fn names(api: &Api<ConfigMap>, lp: &ListParams) -> Vec<String> {
 
 #[tokio::test]
 async fn label_and_field_selectors() {
-    let emu = common::emulator().await;
-    let cms: Api<ConfigMap> = Api::namespaced(emu.client(), "default");
+    let server = common::backend().await;
+    let cms: Api<ConfigMap> = Api::namespaced(server.client(), "default");
     let pp = PostParams::default();
     cms.create(&pp, &labelled("a", &[("app", "web"), ("tier", "fe")]))
         .await
@@ -68,18 +68,41 @@ async fn label_and_field_selectors() {
         ["b", "c", "d"]
     );
 
-    let secrets: Api<Secret> = Api::namespaced(emu.client(), "default");
-    for (n, t) in [("s1", "Opaque"), ("s2", "kubernetes.io/tls")] {
-        let s = Secret {
-            metadata: ObjectMeta {
-                name: Some(n.into()),
-                ..Default::default()
-            },
-            type_: Some(t.into()),
+    let secrets: Api<Secret> = Api::namespaced(server.client(), "default");
+    let typed = |n: &str, t: &str, keys: &[&str]| Secret {
+        metadata: ObjectMeta {
+            name: Some(n.into()),
             ..Default::default()
-        };
-        secrets.create(&pp, &s).await.unwrap();
-    }
+        },
+        type_: Some(t.into()),
+        string_data: Some(keys.iter().map(|k| (k.to_string(), "x".into())).collect()),
+        ..Default::default()
+    };
+    secrets
+        .create(&pp, &typed("s1", "Opaque", &[]))
+        .await
+        .unwrap();
+    // a TLS Secret must hold both keys
+    let refused = common::status(
+        secrets
+            .create(&pp, &typed("s2", "kubernetes.io/tls", &["tls.crt"]))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        (refused.code, refused.message.as_str()),
+        (
+            422,
+            "Secret \"s2\" is invalid: data[tls.key]: Required value"
+        )
+    );
+    secrets
+        .create(
+            &pp,
+            &typed("s2", "kubernetes.io/tls", &["tls.crt", "tls.key"]),
+        )
+        .await
+        .unwrap();
     let tls = secrets
         .list(&ListParams::default().fields("type=kubernetes.io/tls"))
         .await
@@ -88,18 +111,18 @@ async fn label_and_field_selectors() {
     assert_eq!(tls.items[0].metadata.name.as_deref(), Some("s2"));
 
     // All-namespace list.
-    let all: Api<Secret> = Api::all(emu.client());
+    let all: Api<Secret> = Api::all(server.client());
     assert_eq!(
         all.list(&ListParams::default()).await.unwrap().items.len(),
         2
     );
-    emu.shutdown().await;
+    server.shutdown().await;
 }
 
 #[tokio::test]
 async fn pagination_is_consistent_across_writes() {
-    let emu = common::emulator().await;
-    let cms: Api<ConfigMap> = Api::namespaced(emu.client(), "default");
+    let server = common::backend().await;
+    let cms: Api<ConfigMap> = Api::namespaced(server.client(), "default");
     let pp = PostParams::default();
     for i in 0..25 {
         cms.create(&pp, &labelled(&format!("cm{i:02}"), &[]))
@@ -130,7 +153,7 @@ async fn pagination_is_consistent_across_writes() {
     );
 
     let (code, body) = common::raw(
-        &emu,
+        &server,
         "GET",
         "/api/v1/namespaces/default/configmaps?limit=1&continue=bm90LWEtdG9rZW4",
         &[],
@@ -138,5 +161,5 @@ async fn pagination_is_consistent_across_writes() {
     )
     .await;
     assert_eq!(code, 400, "{body}");
-    emu.shutdown().await;
+    server.shutdown().await;
 }
