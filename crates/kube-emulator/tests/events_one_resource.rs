@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -36,21 +35,27 @@ fn new_event(name: &str, about: &str, note: &str) -> NewEvent {
     }))
 }
 
-/// The next event of a watch, within 10 s.
+/// The next event of a watch that is not a bookmark, within 10 s (kube's watches ask for
+/// bookmarks, and kube-apiserver sends one right after a watch from "0" starts).
 async fn next<T>(
     stream: &mut (impl futures::Stream<Item = Result<WatchEvent<T>, kube::Error>> + Unpin),
 ) -> WatchEvent<T> {
-    tokio::time::timeout(Duration::from_secs(10), stream.next())
-        .await
-        .expect("a watch event within 10s")
-        .expect("the watch is open")
-        .expect("a watch event")
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("a watch event within 10s")
+            .expect("the watch is open")
+            .expect("a watch event");
+        if !matches!(ev, WatchEvent::Bookmark(_)) {
+            return ev;
+        }
+    }
 }
 
 #[tokio::test]
 async fn an_events_k8s_io_event_is_a_core_event() {
-    let emu = common::emulator().await;
-    let client = emu.client();
+    let server = common::backend().await;
+    let client = server.client();
     let new: Api<NewEvent> = Api::namespaced(client.clone(), "default");
     let core: Api<CoreEvent> = Api::namespaced(client.clone(), "default");
 
@@ -115,19 +120,38 @@ async fn an_events_k8s_io_event_is_a_core_event() {
         other => panic!("expected ADDED e1, got {other:?}"),
     }
 
+    // through events.k8s.io/v1 only `series` may change (ValidateEventUpdate), and the error
+    // names the fields as core/v1 does
+    let refused = common::status(
+        new.patch(
+            "e1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"note": "changed", "deprecatedCount": 2})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(
+        (refused.code, refused.message.as_str()),
+        (
+            422,
+            "Event \"e1\" is invalid: [message: Invalid value: \"changed\": field is immutable, \
+             count: Invalid value: 2: field is immutable]"
+        )
+    );
     // writes through events.k8s.io/v1 change the core/v1 object, and are watched there
+    let series = json!({"count": 2, "lastObservedTime": "2026-01-01T00:01:00.000000Z"});
     new.patch(
         "e1",
         &PatchParams::default(),
-        &Patch::Merge(json!({"note": "changed", "deprecatedCount": 2})),
+        &Patch::Merge(json!({ "series": series })),
     )
     .await
-    .expect("merge patch through events.k8s.io/v1");
+    .expect("merge patch of series through events.k8s.io/v1");
     let seen = core.get("e1").await.unwrap();
-    assert_eq!(seen.message.as_deref(), Some("changed"));
-    assert_eq!(seen.count, Some(2), "deprecatedCount is count");
+    assert_eq!(seen.series.and_then(|s| s.count), Some(2));
     match next(&mut core_watch).await {
-        WatchEvent::Modified(e) => assert_eq!(e.message.as_deref(), Some("changed")),
+        WatchEvent::Modified(e) => assert_eq!(e.series.and_then(|s| s.count), Some(2)),
         other => panic!("expected MODIFIED e1, got {other:?}"),
     }
     new.delete("e1", &DeleteParams::default())
@@ -143,8 +167,8 @@ async fn an_events_k8s_io_event_is_a_core_event() {
 
 #[tokio::test]
 async fn a_core_event_is_an_events_k8s_io_event() {
-    let emu = common::emulator().await;
-    let client = emu.client();
+    let server = common::backend().await;
+    let client = server.client();
     let new: Api<NewEvent> = Api::namespaced(client.clone(), "default");
     let core: Api<CoreEvent> = Api::namespaced(client.clone(), "default");
 
@@ -223,14 +247,25 @@ async fn a_core_event_is_an_events_k8s_io_event() {
         other => panic!("expected MODIFIED old-style, got {other:?}"),
     }
 
-    // an update through events.k8s.io/v1 of what it read keeps the core/v1-only fields
+    // an update through events.k8s.io/v1 of what it read keeps the core/v1-only fields (it may
+    // change only `series` there; the note is refused)
     let mut through_new = new.get("old-style").await.unwrap();
     through_new.note = Some("once more".into());
+    let refused = new
+        .replace("old-style", &PostParams::default(), &through_new)
+        .await
+        .unwrap_err();
+    assert_eq!(common::status(refused).code, 422);
+    let mut through_new = new.get("old-style").await.unwrap();
+    through_new.series = Some(obj(
+        json!({"count": 4, "lastObservedTime": "2026-01-03T00:00:00.000000Z"}),
+    ));
     new.replace("old-style", &PostParams::default(), &through_new)
         .await
         .expect("update through events.k8s.io/v1");
     let seen = core.get("old-style").await.unwrap();
-    assert_eq!(seen.message.as_deref(), Some("once more"));
+    assert_eq!(seen.message.as_deref(), Some("replaced"));
+    assert_eq!(seen.series.as_ref().and_then(|s| s.count), Some(4));
     assert_eq!(seen.count, Some(3));
     assert_eq!(
         seen.source.and_then(|s| s.component).as_deref(),
@@ -262,40 +297,22 @@ async fn a_core_event_is_an_events_k8s_io_event() {
     }
 }
 
-/// The kubectl binary of the real control plane the suite runs against (v1.34.4), else the one on
-/// PATH; None (the test prints why it is skipped) when there is neither.
-fn kubectl() -> Option<PathBuf> {
-    let pinned = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../target/control-plane/v1.34.4/kubectl");
-    let candidates = [pinned, PathBuf::from("kubectl")];
-    candidates.into_iter().find(|k| {
-        std::process::Command::new(k)
-            .args(["version", "--client"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
-}
-
 #[tokio::test]
 async fn kubectl_describe_shows_an_event_recorded_through_events_k8s_io() {
-    let Some(kubectl) = kubectl() else {
+    let Some(kubectl) = common::kubectl() else {
         eprintln!(
-            "SKIPPED: no kubectl (target/control-plane/v1.34.4/kubectl or on PATH); \
-             kubectl_describe_shows_an_event_recorded_through_events_k8s_io did not run"
+            "SKIPPED kubectl_describe_shows_an_event_recorded_through_events_k8s_io: no kubectl \
+             (target/control-plane/v1.34.4/kubectl or on PATH)"
         );
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = dir.path().join("kubeconfig");
-    let emu = kube_emulator::start(kube_emulator::Options {
-        kubeconfig: Some(kubeconfig.clone()),
-        ..kube_emulator::Options::default()
-    })
-    .await
-    .expect("emulator starts");
-    let client = emu.client();
+    let server = common::backend_with_kubeconfig(&dir.path().join("kubeconfig")).await;
+    let kubeconfig = server
+        .kubeconfig_path()
+        .expect("a kubeconfig file")
+        .to_path_buf();
+    let client = server.client();
     let ar = common::install_widget_crd(&client).await;
     let widgets: Api<kube::core::DynamicObject> =
         Api::namespaced_with(client.clone(), "default", &ar);
