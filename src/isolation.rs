@@ -312,6 +312,109 @@ pub fn path_allowed(path: &str, allowed: Option<&[String]>) -> bool {
     })
 }
 
+/// Why an endpoint may not receive a connection's credentials.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EndpointRefusal {
+    /// Not a usable endpoint (`InvalidSpec`): not a URL, credentials, a query or a fragment in
+    /// it, or a scheme other than https (http only to a loopback host).
+    Invalid(String),
+    /// A host outside the operator's allow-list (`NotAllowed`).
+    NotAllowed(String),
+}
+
+/// Checks a connection's `endpoint` before any credential is read: its form (https, or http to
+/// a loopback host; no credentials, query or fragment) and the operator's allow-list. Returns
+/// the URL exactly as the HTTP client will use it.
+pub fn check_endpoint(endpoint: &str, allowed: &AllowedEndpoints) -> Result<Url, EndpointRefusal> {
+    let invalid = |why: String| EndpointRefusal::Invalid(why);
+    let url = Url::parse(endpoint)
+        .map_err(|e| invalid(format!("endpoint {endpoint:?} is not a URL: {e}")))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(
+            "the endpoint must not contain a user name or password".into(),
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid(
+            "the endpoint must not have a query (`?`) or fragment (`#`)".into(),
+        ));
+    }
+    let host = url
+        .host()
+        .ok_or_else(|| invalid(format!("endpoint {endpoint:?} has no host")))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback(&host) => {}
+        "http" => {
+            return Err(invalid(format!(
+                "endpoint {url} uses plain http; https is required (http is allowed only \
+                 for loopback hosts such as localhost, 127.0.0.1 or ::1)"
+            )));
+        }
+        other => {
+            return Err(invalid(format!(
+                "endpoint {url} has scheme {other:?}; https is required"
+            )));
+        }
+    }
+    allowed.check(&url).map_err(EndpointRefusal::NotAllowed)?;
+    Ok(url)
+}
+
+/// The namespace a connection reads a credential (or CA) Secret from: an OkmsConnection only its
+/// own (a ref naming another is refused), a ClusterOkmsConnection the one its ref names (which
+/// it must name).
+pub fn credential_namespace(
+    cluster: bool,
+    connection_namespace: &str,
+    named: Option<&str>,
+) -> Result<String, CredentialRefusal> {
+    match (cluster, named) {
+        (false, Some(n)) if n != connection_namespace => {
+            Err(CredentialRefusal::OtherNamespace(n.to_string()))
+        }
+        (false, _) => Ok(connection_namespace.to_string()),
+        (true, Some(n)) => Ok(n.to_string()),
+        (true, None) => Err(CredentialRefusal::NoNamespace),
+    }
+}
+
+/// Why a credential Secret reference is refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CredentialRefusal {
+    /// An OkmsConnection naming a Secret of another namespace (`NotAllowed`).
+    OtherNamespace(String),
+    /// A ClusterOkmsConnection's ref without a namespace (`ConnectionNotReady`).
+    NoNamespace,
+}
+
+/// Whether a ClusterOkmsConnection's `allowedNamespaces` lets `namespace` use it.
+#[derive(Debug, PartialEq)]
+pub enum NamespaceAccess<'a> {
+    Allowed,
+    Refused,
+    /// Not listed by name: allowed if the Namespace's labels match this selector.
+    BySelector(&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector),
+}
+
+/// `allowedNamespaces` by name first (absent = no namespace); the selector needs the Namespace's
+/// labels, which the caller reads only then ([`selector_matches`]).
+pub fn namespace_access<'a>(
+    allowed: Option<&'a crate::crd::AllowedNamespaces>,
+    namespace: &str,
+) -> NamespaceAccess<'a> {
+    let Some(allowed) = allowed else {
+        return NamespaceAccess::Refused;
+    };
+    if allowed.names.iter().flatten().any(|n| n == namespace) {
+        return NamespaceAccess::Allowed;
+    }
+    match &allowed.selector {
+        Some(selector) => NamespaceAccess::BySelector(selector),
+        None => NamespaceAccess::Refused,
+    }
+}
+
 /// `metav1.LabelSelector` semantics, through kube's [`Selector`]; an empty selector matches
 /// nothing here (an empty allowedNamespaces must never open a connection to every namespace),
 /// and neither does one that cannot be parsed (an unknown operator).
@@ -582,5 +685,75 @@ mod tests {
             !selector_matches(&empty_parts, &a),
             "empty lists select nothing"
         );
+    }
+
+    #[test]
+    fn endpoints_are_checked_before_credentials_are_sent() {
+        let allowed = AllowedEndpoints::default();
+        let check = |e: &str| check_endpoint(e, &allowed);
+        assert!(check("https://eu-west-rbx.okms.ovh.net").is_ok());
+        assert!(check("http://127.0.0.1:8080").is_ok());
+        assert!(check("http://localhost:8080").is_ok());
+        for invalid in [
+            "http://eu-west-rbx.okms.ovh.net",
+            "ftp://eu-west-rbx.okms.ovh.net",
+            "https://u:p@eu-west-rbx.okms.ovh.net",
+            "https://eu-west-rbx.okms.ovh.net/?x=1",
+            "https://eu-west-rbx.okms.ovh.net/#x",
+            "not a url",
+            "http://evil.example",
+        ] {
+            assert!(
+                matches!(check(invalid), Err(EndpointRefusal::Invalid(_))),
+                "{invalid}"
+            );
+        }
+        for refused in [
+            "https://evil.example",
+            "https://eu-west-rbx.okms.ovh.net.evil.example",
+        ] {
+            assert!(
+                matches!(check(refused), Err(EndpointRefusal::NotAllowed(_))),
+                "{refused}"
+            );
+        }
+    }
+
+    #[test]
+    fn credentials_come_from_the_connections_own_namespace() {
+        assert_eq!(credential_namespace(false, "a", None), Ok("a".into()));
+        assert_eq!(credential_namespace(false, "a", Some("a")), Ok("a".into()));
+        assert_eq!(
+            credential_namespace(false, "a", Some("b")),
+            Err(CredentialRefusal::OtherNamespace("b".into()))
+        );
+        assert_eq!(credential_namespace(true, "", Some("b")), Ok("b".into()));
+        assert_eq!(
+            credential_namespace(true, "", None),
+            Err(CredentialRefusal::NoNamespace)
+        );
+    }
+
+    #[test]
+    fn allowed_namespaces_absent_or_empty_allow_none() {
+        use crate::crd::AllowedNamespaces;
+        assert_eq!(namespace_access(None, "a"), NamespaceAccess::Refused);
+        let empty = AllowedNamespaces::default();
+        assert_eq!(
+            namespace_access(Some(&empty), "a"),
+            NamespaceAccess::Refused
+        );
+        let named = AllowedNamespaces {
+            names: Some(vec!["a".into()]),
+            selector: Some(Default::default()),
+        };
+        assert_eq!(
+            namespace_access(Some(&named), "a"),
+            NamespaceAccess::Allowed
+        );
+        assert!(matches!(
+            namespace_access(Some(&named), "b"),
+            NamespaceAccess::BySelector(_)
+        ));
     }
 }

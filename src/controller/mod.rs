@@ -13,6 +13,7 @@ pub mod reverse_index;
 pub mod rotation;
 mod run;
 pub mod secret_names;
+pub mod validate;
 
 pub use context::{Context, FIELD_MANAGER};
 pub use run::{Shutdown, run};

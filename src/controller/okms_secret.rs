@@ -23,7 +23,7 @@ use crate::controller::context::{Context, FIELD_MANAGER};
 use crate::controller::own_writes::send_for_version;
 use crate::controller::recorder::EventType;
 use crate::controller::reverse_index::{RefKey, TARGET};
-use crate::controller::{plan, rotation};
+use crate::controller::{plan, rotation, validate};
 use crate::crd::{
     ConnectionKind, CreationPolicy, DeletionPolicy, InlineData, OkmsSecret, OkmsSecretStatus,
     Source, UpdatePolicy, WorkloadKind,
@@ -163,10 +163,7 @@ async fn report_failure(obj: &OkmsSecret, ctx: &Context, err: &Error, key: &str)
     let reason = err.reason();
     let message = err.to_string();
     let mut base = obj.status.clone().unwrap_or_default();
-    if base.path.is_none()
-        && plan::validate_path(&obj.spec.path).is_ok()
-        && reason != "PathImmutable"
-    {
+    if base.path.is_none() && validate::path(&obj.spec.path).is_ok() && reason != "PathImmutable" {
         base.path = Some(obj.spec.path.clone());
     }
     let stalled = err.is_stalled();
@@ -226,7 +223,7 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
     let path = spec.path.as_str();
 
     // validate (pure), then the finalizer and the reverse index
-    plan::validate(spec, prev)?;
+    validate::okms_secret(spec, prev)?;
     ensure_finalizer(obj, ctx).await?;
     let conn_kind = spec.connection_ref.kind.unwrap_or_default();
     let mut refs: Vec<RefKey> = vec![(
@@ -247,7 +244,7 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
     // index entry (10 000 of them cost 3 MiB).
     let target = spec.target.clone().unwrap_or_default();
     let target_name = obj.target_name().to_string();
-    plan::validate_target(spec, &target_name)?;
+    validate::target_name(spec, &target_name)?;
     if target_name != name {
         refs.push((TARGET, ns.clone(), target_name.clone()));
     }
