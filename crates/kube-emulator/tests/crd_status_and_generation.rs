@@ -227,7 +227,6 @@ async fn a_terminating_crd_refuses_new_objects() {
         "{}",
         refused.message
     );
-    eprintln!("refused: {}", refused.message);
     assert!(
         refused.message.ends_with(
             "is forbidden: create not allowed while custom resource definition is terminating"
