@@ -8,7 +8,6 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -145,38 +144,14 @@ fn permissive_crd(group: &str, version: &str, kind: &str) -> CustomResourceDefin
 }
 
 async fn install_tool_crds(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let crds = [
         permissive_crd("argoproj.io", "v1alpha1", "Application"),
         permissive_crd("kustomize.toolkit.fluxcd.io", "v1", "Kustomization"),
         permissive_crd("source.toolkit.fluxcd.io", "v1", "GitRepository"),
     ];
-    for crd in &crds {
-        api.create(&PostParams::default(), crd)
-            .await
-            .expect("create CRD");
-    }
-    let start = Instant::now();
-    for crd in &crds {
-        loop {
-            let c = api.get(&crd.name_any()).await.expect("get CRD");
-            let established = c
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            if established {
-                break;
-            }
-            assert!(
-                start.elapsed() < common::DEADLINE,
-                "CRD {} never Established",
-                crd.name_any()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await; // allowed: poll interval of a deadline wait
-        }
-    }
+    okms_test_harness::create_crds(client, &crds, common::DEADLINE)
+        .await
+        .expect("install the tools' CRDs");
 }
 
 // ---- end-to-end helpers -----------------------------------------------------------------------

@@ -22,14 +22,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, anyhow, bail};
 use clap::Parser;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use okms_operator::controller::context::{EventType, Recorder};
 use okms_operator::crd::OkmsSecret;
-use okms_operator::okms::{Auth, ClientConfig, OkmsClient, RetryPolicy, SecretData};
+use okms_operator::okms::SecretData;
+use okms_test_harness::{self as harness, OkmsAccess};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 
@@ -261,11 +261,6 @@ fn load_avg() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
-}
-
 /// The two emulators and the clients that talk to them.
 struct Env {
     _dir: tempfile::TempDir,
@@ -274,11 +269,7 @@ struct Env {
     client: Client,
     kube_url: String,
     http: reqwest::Client,
-    okms_endpoint: String,
-    okms_id: String,
-    cert: Vec<u8>,
-    key: Vec<u8>,
-    ca: String,
+    okms: OkmsAccess,
     kubeconfig: PathBuf,
 }
 
@@ -308,12 +299,15 @@ impl Env {
             .await?
             .trim()
             .to_string();
-        let okms_id = std::fs::read_to_string(okms_dir.join("okms-id"))?
-            .trim()
-            .to_string();
-        let cert = std::fs::read(okms_dir.join("client.pem"))?;
-        let key = std::fs::read(okms_dir.join("client-key.pem"))?;
-        let ca = std::fs::read_to_string(okms_dir.join("ca.pem"))?;
+        let okms = OkmsAccess {
+            endpoint: okms_endpoint,
+            okms_id: std::fs::read_to_string(okms_dir.join("okms-id"))?
+                .trim()
+                .to_string(),
+            cert_pem: std::fs::read(okms_dir.join("client.pem"))?,
+            key_pem: std::fs::read(okms_dir.join("client-key.pem"))?,
+            ca_pem: std::fs::read_to_string(okms_dir.join("ca.pem"))?,
+        };
 
         let kc = kube::config::Kubeconfig::read_from(&kubeconfig)?;
         let config =
@@ -326,11 +320,11 @@ impl Env {
             .to_string();
         let client = Client::try_from(config)?;
 
-        let mut pem = cert.clone();
-        pem.extend_from_slice(&key);
+        let mut pem = okms.cert_pem.clone();
+        pem.extend_from_slice(&okms.key_pem);
         let http = reqwest::Client::builder()
             .use_rustls_tls()
-            .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes())?)
+            .add_root_certificate(reqwest::Certificate::from_pem(okms.ca_pem.as_bytes())?)
             .identity(reqwest::Identity::from_pem(&pem)?)
             .timeout(Duration::from_secs(30))
             .build()?;
@@ -341,11 +335,7 @@ impl Env {
             client,
             kube_url,
             http,
-            okms_endpoint,
-            okms_id,
-            cert,
-            key,
-            ca,
+            okms,
             kubeconfig,
         })
     }
@@ -353,7 +343,7 @@ impl Env {
     async fn okms_stats(&self) -> Result<BTreeMap<String, u64>> {
         let v: Value = self
             .http
-            .get(format!("{}/_emulator/stats", self.okms_endpoint))
+            .get(format!("{}/_emulator/stats", self.okms.endpoint))
             .send()
             .await?
             .error_for_status()?
@@ -364,7 +354,7 @@ impl Env {
 
     async fn okms_reset(&self) -> Result<()> {
         self.http
-            .delete(format!("{}/_emulator/stats", self.okms_endpoint))
+            .delete(format!("{}/_emulator/stats", self.okms.endpoint))
             .send()
             .await?
             .error_for_status()?;
@@ -382,56 +372,21 @@ impl Env {
     }
 
     async fn setup(&self, args: &Args) -> Result<f64> {
-        let crds: Api<CustomResourceDefinition> = Api::all(self.client.clone());
-        for crd in okms_operator::crd::crds() {
-            crds.create(&PostParams::default(), &crd).await?;
-        }
-        for crd in okms_operator::crd::crds() {
-            let name = crd.name_any();
-            let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                let c = crds.get(&name).await?;
-                let ok = c
-                    .status
-                    .and_then(|s| s.conditions)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True");
-                if ok {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    bail!("CRD {name} not Established");
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-        let nss: Api<Namespace> = Api::all(self.client.clone());
-        for ns in [NS, OTHER_NS, BARE_NS, BARE5_NS, OPERATOR_NS] {
-            let n: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))?;
-            nss.create(&PostParams::default(), &n).await?;
-        }
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), NS);
-        let tls: Secret = serde_json::from_value(json!({
-            "metadata": {"name": "okms-cert"},
-            "type": "kubernetes.io/tls",
-            "stringData": {
-                "tls.crt": String::from_utf8_lossy(&self.cert),
-                "tls.key": String::from_utf8_lossy(&self.key),
-            }
-        }))?;
-        secrets.create(&PostParams::default(), &tls).await?;
-        apply_dynamic(
+        harness::install_crds(&self.client, Duration::from_secs(60)).await?;
+        harness::create_namespaces(
             &self.client,
-            json!({
-                "apiVersion": "okms.dev/v1alpha1", "kind": "OkmsConnection",
-                "metadata": {"name": "okms", "namespace": NS},
-                "spec": {
-                    "endpoint": self.okms_endpoint, "okmsId": self.okms_id, "caBundle": self.ca,
-                    "auth": {"mtls": {"secretRef": {"name": "okms-cert"}}},
-                    "requestsPerSecond": 10000
-                }
-            }),
+            &[NS, OTHER_NS, BARE_NS, BARE5_NS, OPERATOR_NS],
+        )
+        .await?;
+        harness::create_connection(
+            &self.client,
+            &self.okms,
+            harness::Connection {
+                namespace: NS,
+                name: "okms",
+                cert_secret: "okms-cert",
+                requests_per_second: 10000,
+            },
         )
         .await?;
 
@@ -467,27 +422,6 @@ impl Env {
         }
         Ok(unrelated_s)
     }
-}
-
-async fn apply_dynamic(client: &Client, obj: Value) -> Result<()> {
-    let name = obj["metadata"]["name"]
-        .as_str()
-        .ok_or_else(|| anyhow!("no name"))?
-        .to_string();
-    let ns = obj["metadata"]["namespace"]
-        .as_str()
-        .unwrap_or(NS)
-        .to_string();
-    let gvk = kube::core::GroupVersionKind::gvk("okms.dev", "v1alpha1", "OkmsConnection");
-    let ar = kube::core::ApiResource::from_gvk_with_plural(&gvk, "okmsconnections");
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
-    api.patch(
-        &name,
-        &PatchParams::apply("okms-bench").force(),
-        &Patch::Apply(obj),
-    )
-    .await?;
-    Ok(())
 }
 
 /// Runs `f(0..n)` with at most `c` in flight.
@@ -631,7 +565,7 @@ async fn one_run(args: &Args, bins: &Path, run: usize) -> Result<RunResult> {
     );
 
     // the operator, as its own process
-    let port = free_port()?;
+    let port = harness::free_port()?;
     let metrics = format!("127.0.0.1:{port}");
     let conc = args.concurrency.to_string();
     let refresh = format!("{}s", args.refresh_secs);
@@ -944,17 +878,7 @@ async fn edit_latencies(env: &Env, args: &Args) -> Result<Vec<f64>> {
 /// source Secret it reads the data from, and the Event of DESIGN §6, sent as the operator sends
 /// it). Timed from the first OkmsSecret create to all Ready, like the operator.
 async fn bare_run(env: &Env, args: &Args, ns: &'static str, operator_calls: bool) -> Result<f64> {
-    let mut config = ClientConfig::new(
-        env.okms_endpoint.parse()?,
-        env.okms_id.clone(),
-        Auth::Mtls {
-            cert_pem: env.cert.clone(),
-            key_pem: zeroize::Zeroizing::new(env.key.clone()),
-        },
-    );
-    config.extra_roots_pem = Some(env.ca.clone().into_bytes());
-    config.retry = RetryPolicy::none();
-    let okms = OkmsClient::new(config)?;
+    let okms = env.okms.direct_client()?;
     let oapi: Api<OkmsSecret> = Api::namespaced(env.client.clone(), ns);
     let sapi: Api<Secret> = Api::namespaced(env.client.clone(), ns);
     let recorder = Arc::new(Recorder::new(env.client.clone(), None));

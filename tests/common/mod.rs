@@ -10,21 +10,21 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
+use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::{Value, json};
 
 use okms_operator::config::Config;
 use okms_operator::controller::{self, Context};
-use okms_operator::crd::{OkmsSecret, crds};
+use okms_operator::crd::OkmsSecret;
 use okms_operator::hmac;
 use okms_operator::metrics::Metrics;
-use okms_operator::okms::{Auth, ClientConfig, OkmsClient, RetryPolicy, SecretData, SecretVersion};
+use okms_operator::okms::{OkmsClient, SecretData, SecretVersion};
+use okms_test_harness as harness;
 
 pub const NS: &str = "apps";
 pub const OPERATOR_NS: &str = "okms-system";
@@ -131,51 +131,27 @@ impl Env {
         let mut kube = backend::Kube::start().await;
         let client = kube.client();
 
-        install_crds(&client).await;
+        harness::install_crds(&client, DEADLINE)
+            .await
+            .expect("install the CRDs");
         kube.crds_installed().await;
-        for ns in [NS, OPERATOR_NS] {
-            let api: Api<Namespace> = Api::all(client.clone());
-            let n: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
-            api.create(&PostParams::default(), &n)
-                .await
-                .expect("create namespace");
-        }
-        let cert = std::fs::read(okms.client_cert_path()).expect("client cert");
-        let key = std::fs::read(okms.client_key_path()).expect("client key");
-        let ca = std::fs::read_to_string(okms.ca_pem_path()).expect("CA");
-        create_secret_typed(
+        harness::create_namespaces(&client, &[NS, OPERATOR_NS])
+            .await
+            .expect("create the namespaces");
+        let access = harness::OkmsAccess::of(&okms).expect("the OKMS emulator's access");
+        harness::create_connection(
             &client,
-            NS,
-            "okms-cert",
-            "kubernetes.io/tls",
-            [("tls.crt", cert.clone()), ("tls.key", key.clone())],
-        )
-        .await;
-        apply(
-            &client,
-            json!({
-                "apiVersion": "okms.dev/v1alpha1", "kind": "OkmsConnection",
-                "metadata": {"name": CONNECTION, "namespace": NS},
-                "spec": {
-                    "endpoint": okms.endpoint(), "okmsId": okms.okms_id(), "caBundle": ca,
-                    "auth": {"mtls": {"secretRef": {"name": "okms-cert"}}},
-                    "requestsPerSecond": 1000
-                }
-            }),
-        )
-        .await;
-
-        let mut config = ClientConfig::new(
-            okms.endpoint().parse().expect("endpoint URL"),
-            okms.okms_id(),
-            Auth::Mtls {
-                cert_pem: cert,
-                key_pem: key.into(),
+            &access,
+            harness::Connection {
+                namespace: NS,
+                name: CONNECTION,
+                cert_secret: "okms-cert",
+                requests_per_second: 1000,
             },
-        );
-        config.extra_roots_pem = Some(ca.into_bytes());
-        config.retry = RetryPolicy::none();
-        let remote = OkmsClient::new(config).expect("direct OKMS client");
+        )
+        .await
+        .expect("create the OkmsConnection");
+        let remote = access.direct_client().expect("direct OKMS client");
 
         let operator_client = kube.operator_client(&client, OPERATOR_NS).await;
         let hmac = hmac::load_or_create(&operator_client, OPERATOR_NS)
@@ -299,27 +275,19 @@ impl Env {
     }
 
     /// Polls `check` until it returns `Some`, or fails after the deadline naming `what`.
-    pub async fn wait<T, F, Fut>(&self, what: &str, mut check: F) -> T
+    pub async fn wait<T, F, Fut>(&self, what: &str, check: F) -> T
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Option<T>>,
     {
-        let start = Instant::now();
-        loop {
-            if let Some(v) = check().await {
-                return v;
-            }
-            if start.elapsed() > DEADLINE {
-                let logs = logs();
+        match harness::poll(what, DEADLINE, Duration::from_millis(25), check).await {
+            Ok(v) => v,
+            Err(e) => {
                 let file =
                     std::env::temp_dir().join(format!("okms-test-{}.log", std::process::id()));
-                let _ = std::fs::write(&file, &logs);
-                panic!(
-                    "timed out after {DEADLINE:?} waiting for: {what} (logs: {})",
-                    file.display()
-                );
+                let _ = std::fs::write(&file, logs());
+                panic!("{e} (logs: {})", file.display());
             }
-            tokio::time::sleep(Duration::from_millis(25)).await; // allowed: poll interval of a deadline wait
         }
     }
 
@@ -408,63 +376,17 @@ fn new_context(client: &Client, hmac: hmac::HmacKey, refresh: Duration) -> Arc<C
     Context::new(client.clone(), config, hmac, Arc::new(Metrics::new()))
 }
 
-async fn install_crds(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in crds() {
-        api.create(&PostParams::default(), &crd)
-            .await
-            .expect("create CRD");
-    }
-    let start = Instant::now();
-    for crd in crds() {
-        let name = crd.name_any();
-        loop {
-            let c = api.get(&name).await.expect("get CRD");
-            let established = c
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            if established {
-                break;
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "CRD {name} never became Established"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await; // allowed: poll interval of a deadline wait
-        }
-    }
-}
-
 /// Server-side apply of any object, with the test's own field manager.
 pub async fn apply(client: &Client, obj: Value) {
-    let api_version = obj["apiVersion"].as_str().unwrap_or_default().to_string();
-    let kind = obj["kind"].as_str().unwrap_or_default().to_string();
-    let name = obj["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let ns = obj["metadata"]["namespace"].as_str().map(str::to_string);
-    let (group, version) = match api_version.split_once('/') {
-        Some((g, v)) => (g.to_string(), v.to_string()),
-        None => (String::new(), api_version.clone()),
-    };
-    let gvk = kube::core::GroupVersionKind::gvk(&group, &version, &kind);
-    let plural = format!("{}s", kind.to_lowercase());
-    let ar = kube::core::ApiResource::from_gvk_with_plural(&gvk, &plural);
-    let api: Api<kube::core::DynamicObject> = match ns {
-        Some(ns) => Api::namespaced_with(client.clone(), &ns, &ar),
-        None => Api::all_with(client.clone(), &ar),
-    };
-    api.patch(
-        &name,
-        &PatchParams::apply("test").force(),
-        &Patch::Apply(&obj),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
+    harness::apply(client, "test", &obj)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "apply {} {}: {e}",
+                obj["kind"].as_str().unwrap_or_default(),
+                obj["metadata"]["name"].as_str().unwrap_or_default()
+            )
+        });
 }
 
 /// The message of an OkmsSecret's Ready condition ("" without one).

@@ -18,24 +18,17 @@ use serde_json::Value;
 
 use okms_operator::crd::OkmsSecret;
 use okms_operator::okms::{OkmsClient, SecretData};
+use okms_test_harness as harness;
 
 /// Polls `check` every 50 ms until it returns `Some`, or panics after `deadline` naming `what`.
-pub async fn poll<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+pub async fn poll<T, F, Fut>(what: &str, deadline: Duration, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            start.elapsed() < deadline,
-            "timed out after {deadline:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await; // allowed: poll interval of a deadline wait
-    }
+    harness::poll(what, deadline, Duration::from_millis(50), check)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The Ready condition of an OkmsSecret as `(status, reason, describes the current generation)`.
@@ -140,8 +133,7 @@ pub fn distinct<T: Ord + Clone>(values: &[T]) -> usize {
 
 /// A loopback port that was free a moment ago (bind port 0, read it, drop the listener).
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-    l.local_addr().expect("local addr").port()
+    harness::free_port().expect("a free loopback port")
 }
 
 /// The operator binary run as a separate process, its stdout and stderr captured to files.
@@ -267,97 +259,39 @@ impl Cluster {
     pub async fn start_with_okms(
         adjust: impl FnOnce(okms_emulator::Config) -> okms_emulator::Config,
     ) -> Cluster {
-        use k8s_openapi::api::core::v1::Namespace;
-        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-        use kube::api::PostParams;
-        use okms_operator::okms::{Auth, ClientConfig, RetryPolicy};
-
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let dir = tempfile::tempdir().expect("temp dir");
-        let kubeconfig = dir.path().join("kubeconfig");
-        let okms =
-            okms_emulator::start(adjust(okms_emulator::Config::new(dir.path().join("okms"))))
-                .await
-                .expect("okms-emulator starts");
-        let kube = kube_emulator::start(kube_emulator::Options {
-            kubeconfig: Some(kubeconfig.clone()),
-            ..Default::default()
-        })
-        .await
-        .expect("kube-emulator starts");
-        let client = kube.client();
-        let crd_api: Api<CustomResourceDefinition> = Api::all(client.clone());
-        for crd in okms_operator::crd::crds() {
-            crd_api
-                .create(&PostParams::default(), &crd)
-                .await
-                .expect("create CRD");
-        }
-        for crd in okms_operator::crd::crds() {
-            let name = crd.metadata.name.clone().unwrap_or_default();
-            poll(
-                &format!("CRD {name} Established"),
-                Duration::from_secs(30),
-                || {
-                    let crd_api = crd_api.clone();
-                    let name = name.clone();
-                    async move {
-                        let c = crd_api.get(&name).await.ok()?;
-                        let conds = c.status?.conditions?;
-                        conds
-                            .iter()
-                            .any(|c| c.type_ == "Established" && c.status == "True")
-                            .then_some(())
-                    }
-                },
-            )
-            .await;
-        }
-        let ns_api: Api<Namespace> = Api::all(client.clone());
-        for ns in ["apps", "okms-system"] {
-            let n: Namespace =
-                serde_json::from_value(serde_json::json!({"metadata": {"name": ns}}))
-                    .expect("namespace");
-            ns_api
-                .create(&PostParams::default(), &n)
-                .await
-                .expect("create namespace");
-        }
-        let cert = std::fs::read(okms.client_cert_path()).expect("client cert");
-        let key = std::fs::read(okms.client_key_path()).expect("client key");
-        let ca = std::fs::read_to_string(okms.ca_pem_path()).expect("CA");
-        let secrets: Api<Secret> = Api::namespaced(client.clone(), "apps");
-        let tls: Secret = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "okms-cert", "namespace": "apps"}, "type": "kubernetes.io/tls",
-            "stringData": {"tls.crt": String::from_utf8_lossy(&cert), "tls.key": String::from_utf8_lossy(&key)}
-        }))
-        .expect("tls Secret");
-        secrets
-            .create(&PostParams::default(), &tls)
+        let emulators = harness::Emulators::start(adjust)
             .await
-            .expect("create okms-cert");
-        apply_json(
+            .expect("both emulators start");
+        let client = emulators.kube.client();
+        harness::install_crds(&client, Duration::from_secs(30))
+            .await
+            .expect("install the CRDs");
+        harness::create_namespaces(&client, &["apps", "okms-system"])
+            .await
+            .expect("create the namespaces");
+        harness::create_connection(
             &client,
-            serde_json::json!({
-                "apiVersion": "okms.dev/v1alpha1", "kind": "OkmsConnection",
-                "metadata": {"name": "okms", "namespace": "apps"},
-                "spec": {"endpoint": okms.endpoint(), "okmsId": okms.okms_id(), "caBundle": ca,
-                         "auth": {"mtls": {"secretRef": {"name": "okms-cert"}}}, "requestsPerSecond": 1000}
-            }),
+            &emulators.access,
+            harness::Connection {
+                namespace: "apps",
+                name: "okms",
+                cert_secret: "okms-cert",
+                requests_per_second: 1000,
+            },
         )
         .await
-        .expect("apply the OkmsConnection");
-        let mut config = ClientConfig::new(
-            okms.endpoint().parse().expect("endpoint URL"),
-            okms.okms_id(),
-            Auth::Mtls {
-                cert_pem: cert,
-                key_pem: key.into(),
-            },
-        );
-        config.extra_roots_pem = Some(ca.into_bytes());
-        config.retry = RetryPolicy::none();
-        let remote = OkmsClient::new(config).expect("direct OKMS client");
+        .expect("create the OkmsConnection");
+        let remote = emulators
+            .access
+            .direct_client()
+            .expect("direct OKMS client");
+        let harness::Emulators {
+            kube,
+            okms,
+            kubeconfig,
+            dir,
+            ..
+        } = emulators;
         Cluster {
             kube,
             okms,
@@ -371,33 +305,7 @@ impl Cluster {
 
 /// Server-side apply of any object with field manager `test`; the error is returned.
 pub async fn apply_json(client: &Client, obj: Value) -> Result<(), kube::Error> {
-    use kube::api::{Patch, PatchParams};
-    use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
-    let api_version = obj["apiVersion"].as_str().unwrap_or_default().to_string();
-    let kind = obj["kind"].as_str().unwrap_or_default().to_string();
-    let name = obj["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let (group, version) = api_version
-        .split_once('/')
-        .map(|(g, v)| (g.to_string(), v.to_string()))
-        .unwrap_or((String::new(), api_version.clone()));
-    let ar = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk(&group, &version, &kind),
-        &format!("{}s", kind.to_lowercase()),
-    );
-    let api: Api<DynamicObject> = match obj["metadata"]["namespace"].as_str() {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-        None => Api::all_with(client.clone(), &ar),
-    };
-    api.patch(
-        &name,
-        &PatchParams::apply("test").force(),
-        &Patch::Apply(&obj),
-    )
-    .await
-    .map(|_| ())
+    harness::apply(client, "test", &obj).await
 }
 
 /// Sets `v` in a source Secret `apps/<name>` (server-side apply), retrying failures until `deadline`.

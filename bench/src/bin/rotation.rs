@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use okms_operator::crd::OkmsSecret;
+use okms_test_harness as harness;
 use serde_json::json;
 
 const NS: &str = "apps";
@@ -101,60 +101,23 @@ async fn main() -> Result<()> {
             .context("executable directory")?
             .to_path_buf(),
     };
-    let dir = tempfile::tempdir()?;
-    let okms = okms_emulator::start(okms_emulator::Config::new(dir.path().join("okms"))).await?;
-    let kubeconfig = dir.path().join("kubeconfig");
-    let kube = kube_emulator::start(kube_emulator::Options {
-        kubeconfig: Some(kubeconfig.clone()),
-        ..Default::default()
-    })
+    let emulators = harness::Emulators::start(|c| c).await?;
+    let client = emulators.kube.client();
+    harness::install_crds(&client, Duration::from_secs(30)).await?;
+    harness::create_namespaces(&client, &[NS, "okms-system"]).await?;
+    harness::create_connection(
+        &client,
+        &emulators.access,
+        harness::Connection {
+            namespace: NS,
+            name: "okms",
+            cert_secret: "okms-cert",
+            requests_per_second: 10000,
+        },
+    )
     .await?;
-    let client = kube.client();
-    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
-        Api::all(client.clone());
-    for crd in okms_operator::crd::crds() {
-        crds.create(&PostParams::default(), &crd).await?;
-    }
-    for ns in [NS, "okms-system"] {
-        let n: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))?;
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &n)
-            .await?;
-    }
-    let cert = std::fs::read_to_string(okms.client_cert_path())?;
-    let key = std::fs::read_to_string(okms.client_key_path())?;
-    let ca = std::fs::read_to_string(okms.ca_pem_path())?;
-    let tls: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "okms-cert", "namespace": NS}, "type": "kubernetes.io/tls",
-        "stringData": {"tls.crt": cert, "tls.key": key}}))?;
-    Api::<Secret>::namespaced(client.clone(), NS)
-        .create(&PostParams::default(), &tls)
-        .await?;
+    let (okms, kubeconfig, dir) = (&emulators.okms, &emulators.kubeconfig, &emulators.dir);
     let apply = PatchParams::apply("bench").force();
-    let conns: Api<kube::api::DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        NS,
-        &kube::api::ApiResource::from_gvk_with_plural(
-            &kube::core::GroupVersionKind::gvk("okms.dev", "v1alpha1", "OkmsConnection"),
-            "okmsconnections",
-        ),
-    );
-    // wait until the CRDs are served
-    let started = Instant::now();
-    loop {
-        let conn = json!({"apiVersion": "okms.dev/v1alpha1", "kind": "OkmsConnection",
-            "metadata": {"name": "okms", "namespace": NS},
-            "spec": {"endpoint": okms.endpoint(), "okmsId": okms.okms_id(), "caBundle": ca,
-                     "auth": {"mtls": {"secretRef": {"name": "okms-cert"}}}, "requestsPerSecond": 10000}});
-        let err = match conns.patch("okms", &apply, &Patch::Apply(&conn)).await {
-            Ok(_) => break,
-            Err(e) => e,
-        };
-        if started.elapsed() > Duration::from_secs(30) {
-            bail!("the OkmsConnection could not be applied: {err}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 
     let api: Api<OkmsSecret> = Api::namespaced(client.clone(), NS);
     let n = args.n;
@@ -196,7 +159,7 @@ async fn main() -> Result<()> {
             "--concurrency",
             &concurrency,
         ])
-        .env("KUBECONFIG", &kubeconfig)
+        .env("KUBECONFIG", kubeconfig)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
