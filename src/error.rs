@@ -1,6 +1,8 @@
-//! Errors of the reconcilers, each with the stable reason of DESIGN.md §3.2.
+//! Errors of the reconcilers, each with the stable reason of DESIGN.md §3.2 ([`Reason`]) and
+//! what the controller should do about it ([`Category`]).
 
 use crate::okms::OkmsError;
+use crate::reason::Reason;
 
 /// What the controller should do about an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +27,12 @@ pub enum Error {
     ConnectionNotFound { kind: &'static str, name: String },
     #[error("connection {name:?} is not ready: {message}")]
     ConnectionNotReady { name: String, message: String },
+    #[error("connection {name:?} is not ready: {source}")]
+    ClientNotBuilt {
+        name: String,
+        #[source]
+        source: OkmsError,
+    },
     #[error("not allowed: {0}")]
     NotAllowed(String),
     #[error("invalid spec: {0}")]
@@ -73,6 +81,12 @@ pub enum Error {
     Okms(#[from] OkmsError),
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    #[error("encode {what}: {source}")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("{0}")]
     Internal(String),
 }
@@ -80,28 +94,32 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// The stable reason string used in conditions, events and metric labels.
-    pub fn reason(&self) -> &'static str {
+    /// The stable reason used in conditions, events and metric labels.
+    pub fn reason(&self) -> Reason {
         match self {
-            Error::SourceNotFound { .. } => "SourceNotFound",
-            Error::RemoteNotFound { .. } => "RemoteNotFound",
-            Error::ConnectionNotFound { .. } => "ConnectionNotFound",
-            Error::ConnectionNotReady { .. } => "ConnectionNotReady",
-            Error::NotAllowed(_) => "NotAllowed",
-            Error::InvalidSpec(_) => "InvalidSpec",
-            Error::PathImmutable { .. } => "PathImmutable",
-            Error::DataTooLarge { .. } => "DataTooLarge",
-            Error::Conflict { .. } | Error::CreatedMeanwhile { .. } => "Conflict",
-            Error::PathConflict { .. } => "PathConflict",
-            Error::TooManyWrites { .. } => "TooManyWrites",
-            Error::TargetConflict { .. } | Error::TargetNotConsented { .. } => "TargetConflict",
-            Error::TargetNotFound { .. } => "TargetNotFound",
-            Error::VersionInactive(_) => "VersionInactive",
-            Error::Okms(e) if e.status() == Some(429) => "RateLimited",
-            Error::Okms(e) if e.is_auth() => "ConnectionNotReady",
-            Error::Okms(_) => "RemoteError",
-            Error::Kube(_) => "KubernetesError",
-            Error::Internal(_) => "InternalError",
+            Error::SourceNotFound { .. } => Reason::SourceNotFound,
+            Error::RemoteNotFound { .. } => Reason::RemoteNotFound,
+            Error::ConnectionNotFound { .. } => Reason::ConnectionNotFound,
+            Error::ConnectionNotReady { .. } | Error::ClientNotBuilt { .. } => {
+                Reason::ConnectionNotReady
+            }
+            Error::NotAllowed(_) => Reason::NotAllowed,
+            Error::InvalidSpec(_) => Reason::InvalidSpec,
+            Error::PathImmutable { .. } => Reason::PathImmutable,
+            Error::DataTooLarge { .. } => Reason::DataTooLarge,
+            Error::Conflict { .. } | Error::CreatedMeanwhile { .. } => Reason::Conflict,
+            Error::PathConflict { .. } => Reason::PathConflict,
+            Error::TooManyWrites { .. } => Reason::TooManyWrites,
+            Error::TargetConflict { .. } | Error::TargetNotConsented { .. } => {
+                Reason::TargetConflict
+            }
+            Error::TargetNotFound { .. } => Reason::TargetNotFound,
+            Error::VersionInactive(_) => Reason::VersionInactive,
+            Error::Okms(e) if e.status() == Some(429) => Reason::RateLimited,
+            Error::Okms(e) if e.is_auth() => Reason::ConnectionNotReady,
+            Error::Okms(_) => Reason::RemoteError,
+            Error::Kube(_) => Reason::KubernetesError,
+            Error::Encode { .. } | Error::Internal(_) => Reason::InternalError,
         }
     }
 
@@ -118,6 +136,7 @@ impl Error {
             | Error::RemoteNotFound { .. }
             | Error::ConnectionNotFound { .. }
             | Error::ConnectionNotReady { .. }
+            | Error::ClientNotBuilt { .. }
             | Error::TargetNotFound { .. }
             | Error::TooManyWrites { .. }
             | Error::VersionInactive(_) => Category::Waiting,
@@ -128,7 +147,9 @@ impl Error {
             }
             // not a lost CAS race that a quick retry wins: back off like any transient failure
             Error::CreatedMeanwhile { .. } => Category::Transient,
-            Error::Okms(_) | Error::Kube(_) | Error::Internal(_) => Category::Transient,
+            Error::Okms(_) | Error::Kube(_) | Error::Encode { .. } | Error::Internal(_) => {
+                Category::Transient
+            }
         }
     }
 
@@ -136,5 +157,134 @@ impl Error {
     pub fn is_stalled(&self) -> bool {
         // a write loop resumes by itself after its pause, but a human should look at it
         self.category() == Category::Invalid || matches!(self, Error::TooManyWrites { .. })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::okms::{ErrorCategory, ErrorKind};
+    use crate::reason::Kind;
+
+    /// An OKMS error answer with `status`, as the client reports it.
+    pub(crate) fn okms(status: u16) -> OkmsError {
+        OkmsError::new(
+            "get secret",
+            Some("p"),
+            ErrorKind::Api {
+                status,
+                code: None,
+                category: ErrorCategory::Unspecified,
+                messages: vec![],
+                request_id: None,
+                retry_after: None,
+            },
+        )
+    }
+
+    /// One error of each variant (and of each OKMS answer that has a reason of its own).
+    pub(crate) fn samples() -> Vec<Error> {
+        let path = || "p".to_string();
+        vec![
+            Error::SourceNotFound {
+                namespace: "ns".into(),
+                name: "s".into(),
+            },
+            Error::RemoteNotFound { path: path() },
+            Error::ConnectionNotFound {
+                kind: "OkmsConnection",
+                name: "c".into(),
+            },
+            Error::ConnectionNotReady {
+                name: "c".into(),
+                message: "m".into(),
+            },
+            Error::ClientNotBuilt {
+                name: "c".into(),
+                source: okms(400),
+            },
+            Error::NotAllowed("n".into()),
+            Error::InvalidSpec("i".into()),
+            Error::PathImmutable {
+                bound: "a".into(),
+                requested: "b".into(),
+            },
+            Error::DataTooLarge {
+                size: 70_000,
+                limit: 65_536,
+            },
+            Error::Conflict {
+                path: path(),
+                attempts: 3,
+            },
+            Error::PathConflict { path: path() },
+            Error::TooManyWrites {
+                path: path(),
+                writes: 10,
+                window: "5m".into(),
+                pause: "1h".into(),
+                retry_after: std::time::Duration::from_secs(3600),
+            },
+            Error::CreatedMeanwhile { path: path() },
+            Error::TargetConflict { name: "t".into() },
+            Error::TargetNotConsented {
+                name: "t".into(),
+                why: "w".into(),
+            },
+            Error::TargetNotFound { name: "t".into() },
+            Error::VersionInactive("v".into()),
+            Error::Okms(okms(429)),
+            Error::Okms(okms(401)),
+            Error::Okms(okms(404)),
+            Error::Okms(okms(503)),
+            Error::Kube(kube::Error::LinesCodecMaxLineLengthExceeded),
+            Error::Encode {
+                what: "Secret",
+                source: serde_json::from_str::<u8>("x").unwrap_err(),
+            },
+            Error::Internal("x".into()),
+        ]
+    }
+
+    #[test]
+    fn every_failure_reason_is_some_error_and_every_error_a_failure_reason() {
+        let reasons: Vec<Reason> = samples().iter().map(Error::reason).collect();
+        for r in &reasons {
+            assert_eq!(r.kind(), Kind::Failure, "{r}");
+        }
+        for r in Reason::ALL.iter().filter(|r| r.kind() == Kind::Failure) {
+            assert!(reasons.contains(r), "no error has reason {r}");
+        }
+    }
+
+    #[test]
+    fn errors_that_wrap_a_cause_keep_it() {
+        use std::error::Error as _;
+        for e in samples() {
+            match &e {
+                Error::ClientNotBuilt { .. } | Error::Encode { .. } | Error::Kube(_) => {
+                    assert!(e.source().is_some(), "{e:?}")
+                }
+                // transparent: the OKMS error is the error (its display, its source)
+                Error::Okms(inner) => assert_eq!(e.to_string(), inner.to_string()),
+                _ => assert!(e.source().is_none(), "{e:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn okms_answers_have_reasons_and_categories_of_their_own() {
+        let check = |status, reason, category| {
+            let e = Error::Okms(okms(status));
+            assert_eq!((e.reason(), e.category()), (reason, category), "{status}");
+        };
+        check(429, Reason::RateLimited, Category::Transient);
+        check(401, Reason::ConnectionNotReady, Category::Transient);
+        check(403, Reason::ConnectionNotReady, Category::Transient);
+        check(400, Reason::RemoteError, Category::Invalid);
+        check(404, Reason::RemoteError, Category::Invalid);
+        check(500, Reason::RemoteError, Category::Transient);
+        assert!(Error::Okms(okms(404)).is_stalled());
+        assert!(!Error::Okms(okms(503)).is_stalled());
     }
 }

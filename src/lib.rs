@@ -19,6 +19,7 @@ pub mod leader;
 pub mod metrics;
 pub mod okms;
 pub mod rbac;
+pub mod reason;
 pub mod render;
 pub mod sandbox;
 pub mod status;

@@ -13,6 +13,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::okms::RequestRecord;
+use crate::reason::Reason;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReconcileLabels {
@@ -87,7 +88,7 @@ impl Metrics {
         let _ = reconciles.get_or_create(&ReconcileLabels {
             kind: "OkmsSecret",
             result: "error",
-            reason: "TooManyWrites",
+            reason: Reason::TooManyWrites.as_str(),
         });
         let reconcile_duration = Family::<KindLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.001, 2.0, 16))
@@ -171,13 +172,14 @@ impl Metrics {
         out
     }
 
-    pub fn reconciled(&self, kind: &'static str, reason: &'static str, ok: bool, took: Duration) {
+    /// Counts one reconcile of `kind` that ended with `reason`.
+    pub fn reconciled(&self, kind: &'static str, reason: Reason, ok: bool, took: Duration) {
         let result = if ok { "success" } else { "error" };
         self.reconciles
             .get_or_create(&ReconcileLabels {
                 kind,
                 result,
-                reason,
+                reason: reason.as_str(),
             })
             .inc();
         self.reconcile_duration
@@ -251,7 +253,7 @@ mod tests {
     #[test]
     fn exports_the_documented_families() {
         let m = Metrics::new();
-        m.reconciled("OkmsSecret", "Synced", true, Duration::from_millis(3));
+        m.reconciled("OkmsSecret", Reason::Synced, true, Duration::from_millis(3));
         m.okms_request(&RequestRecord {
             operation: "secret.get",
             status: Some(200),

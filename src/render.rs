@@ -1109,6 +1109,7 @@ fn is_valid_secret_key(key: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reason::Reason;
     use serde_json::json;
 
     fn obj(v: Value) -> Map<String, Value> {
@@ -1142,7 +1143,7 @@ mod tests {
             ("bin".to_string(), vec![0xff, 0x00]),
         ]);
         let err = desired_from_secret(&data, None, SourceEncoding::Text, "src").unwrap_err();
-        assert_eq!(err.reason(), "InvalidSpec");
+        assert_eq!(err.reason(), Reason::InvalidSpec);
         assert!(!err.to_string().contains('\u{ff}'));
         let only_user = desired_from_secret(
             &data,
@@ -1194,7 +1195,7 @@ mod tests {
             ..Default::default()
         };
         let err = render_target(&data, &missing).unwrap_err();
-        assert_eq!(err.reason(), "InvalidSpec");
+        assert_eq!(err.reason(), Reason::InvalidSpec);
         assert!(!err.to_string().contains("s3cr3t-value"), "{err}");
     }
 
@@ -1250,7 +1251,10 @@ mod tests {
             template: Some(BTreeMap::from([("k".to_string(), "{{ user ".to_string())])),
             ..Default::default()
         };
-        assert_eq!(check_templates(&bad).unwrap_err().reason(), "InvalidSpec");
+        assert_eq!(
+            check_templates(&bad).unwrap_err().reason(),
+            Reason::InvalidSpec
+        );
         assert!(check_templates(&Target::default()).is_ok());
     }
 
@@ -1305,7 +1309,7 @@ mod tests {
         match render_target(data, &templated(&[("k", template)])) {
             Ok(_) => panic!("{template} rendered"),
             Err(e) => {
-                assert_eq!(e.reason(), "InvalidSpec", "{template}: {e}");
+                assert_eq!(e.reason(), Reason::InvalidSpec, "{template}: {e}");
                 e.to_string()
             }
         }

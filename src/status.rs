@@ -1,7 +1,9 @@
-//! kstatus conditions (`Ready`, `Reconciling`, `Stalled`) and their stable reasons.
+//! kstatus conditions (`Ready`, `Reconciling`, `Stalled`), each with a stable [`Reason`].
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::reason::Reason;
 
 pub const READY: &str = "Ready";
 pub const RECONCILING: &str = "Reconciling";
@@ -12,7 +14,7 @@ pub fn set_condition(
     conditions: &mut Vec<Condition>,
     type_: &str,
     status: bool,
-    reason: &str,
+    reason: Reason,
     message: &str,
     generation: Option<i64>,
     now: DateTime<Utc>,
@@ -24,14 +26,14 @@ pub fn set_condition(
             existing.last_transition_time = to_time(now);
         }
         existing.status = status;
-        existing.reason = reason.to_string();
+        existing.reason = reason.as_str().to_string();
         existing.message = message;
         existing.observed_generation = generation;
     } else {
         conditions.push(Condition {
             type_: type_.to_string(),
             status,
-            reason: reason.to_string(),
+            reason: reason.as_str().to_string(),
             message,
             observed_generation: generation,
             last_transition_time: to_time(now),
@@ -47,7 +49,7 @@ pub fn remove_condition(conditions: &mut Vec<Condition>, type_: &str) {
 /// The conditions of a successful reconcile.
 pub fn ready(
     conditions: &mut Vec<Condition>,
-    reason: &str,
+    reason: Reason,
     message: &str,
     generation: Option<i64>,
     now: DateTime<Utc>,
@@ -61,7 +63,7 @@ pub fn ready(
 /// the controller keeps retrying.
 pub fn failed(
     conditions: &mut Vec<Condition>,
-    reason: &str,
+    reason: Reason,
     message: &str,
     stalled: bool,
     generation: Option<i64>,
@@ -85,9 +87,14 @@ pub fn failed(
     }
 }
 
-/// The `Ready` condition of a status, if any.
+/// The condition of type `type_` (`Ready`, `Reconciling`, `Stalled`), if any.
 pub fn get<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
     conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// The reason of a condition, if it is one of ours.
+pub fn reason(condition: &Condition) -> Option<Reason> {
+    Reason::parse(&condition.reason)
 }
 
 /// Condition timestamps are whole seconds, as the API server stores them.
@@ -117,12 +124,12 @@ mod tests {
     #[test]
     fn transition_time_moves_only_when_status_changes() {
         let mut c = Vec::new();
-        ready(&mut c, "Synced", "ok", Some(1), at(10));
-        ready(&mut c, "Mirrored", "ok again", Some(2), at(20));
+        ready(&mut c, Reason::Synced, "ok", Some(1), at(10));
+        ready(&mut c, Reason::Mirrored, "ok again", Some(2), at(20));
         let r = get(&c, READY).unwrap();
         assert_eq!(r.last_transition_time, to_time(at(10)));
-        assert_eq!(r.reason, "Mirrored");
-        failed(&mut c, "RemoteError", "down", false, Some(2), at(30));
+        assert_eq!(reason(r), Some(Reason::Mirrored));
+        failed(&mut c, Reason::RemoteError, "down", false, Some(2), at(30));
         assert_eq!(
             get(&c, READY).unwrap().last_transition_time,
             to_time(at(30))
@@ -134,11 +141,11 @@ mod tests {
     #[test]
     fn stalled_replaces_reconciling_and_ready_clears_both() {
         let mut c = Vec::new();
-        failed(&mut c, "RemoteError", "down", false, None, at(1));
-        failed(&mut c, "InvalidSpec", "bad", true, None, at(2));
+        failed(&mut c, Reason::RemoteError, "down", false, None, at(1));
+        failed(&mut c, Reason::InvalidSpec, "bad", true, None, at(2));
         assert!(get(&c, RECONCILING).is_none());
-        assert_eq!(get(&c, STALLED).unwrap().reason, "InvalidSpec");
-        ready(&mut c, "Synced", "ok", None, at(3));
+        assert_eq!(reason(get(&c, STALLED).unwrap()), Some(Reason::InvalidSpec));
+        ready(&mut c, Reason::Synced, "ok", None, at(3));
         assert_eq!(c.len(), 1);
     }
 
@@ -146,7 +153,7 @@ mod tests {
     fn long_messages_are_cut_on_a_char_boundary() {
         let msg = "é".repeat(2000);
         let mut c = Vec::new();
-        failed(&mut c, "X", &msg, true, None, at(1));
+        failed(&mut c, Reason::InternalError, &msg, true, None, at(1));
         assert!(get(&c, READY).unwrap().message.len() <= 1024 + "…".len());
     }
 }

@@ -46,7 +46,7 @@ async fn readyz_follows_sync_and_leadership() {
 
     metrics.reconciled(
         "OkmsSecret",
-        "Synced",
+        okms_operator::reason::Reason::Synced,
         true,
         std::time::Duration::from_millis(2),
     );

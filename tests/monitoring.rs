@@ -88,7 +88,7 @@ impl Exported {
         let m = Metrics::new();
         m.reconciled(
             "OkmsSecret",
-            "Synced",
+            okms_operator::reason::Reason::Synced,
             true,
             std::time::Duration::from_millis(3),
         );

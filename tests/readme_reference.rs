@@ -1,11 +1,12 @@
 //! README.md cannot drift from the code: every field of the generated CRD schemas is in its
-//! kind's field reference, every stable reason of `src/error.rs` is in the troubleshooting
-//! section, every metric and `run` flag is documented, and the page starts with the two
+//! kind's field reference, every stable reason (`okms_operator::reason::Reason`) is in the
+//! troubleshooting section and used by the code, every metric and `run` flag is documented, and the page starts with the two
 //! commands.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use okms_operator::reason::{Kind, Reason};
 use serde_json::Value;
 
 fn read(rel: &str) -> String {
@@ -124,69 +125,55 @@ fn every_crd_field_is_in_the_field_reference() {
     assert!(checked > 100, "only {checked} field paths checked");
 }
 
-/// The reason strings `Error::reason` returns, read from the source.
-fn error_reasons() -> BTreeSet<String> {
-    let src = read("src/error.rs");
-    let start = src
-        .find("pub fn reason(&self)")
-        .expect("Error::reason in src/error.rs");
-    let body = &src[start..];
-    let end = body.find("\n    }\n").expect("end of Error::reason");
-    let reasons: BTreeSet<String> = body[..end]
-        .split("=> \"")
-        .skip(1)
-        .filter_map(|s| s.split('"').next())
-        .map(str::to_string)
-        .collect();
-    assert!(
-        reasons.len() >= 10,
-        "parsed only {reasons:?} from Error::reason"
-    );
-    reasons
+/// The Rust sources under `src/`, concatenated, except the file that defines the reasons.
+fn sources_using_reasons() -> String {
+    fn walk(dir: &Path, out: &mut String) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        entries.sort();
+        for path in entries {
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") && !path.ends_with("reason.rs") {
+                out.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+            }
+        }
+    }
+    let mut out = String::new();
+    walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut out);
+    out
 }
 
 #[test]
 fn every_reason_has_troubleshooting() {
     let text = readme();
     let troubleshooting = section(&text, "Troubleshooting");
-    let mut reasons = error_reasons();
-    // success reasons of the OkmsSecret and connection reconcilers, and event-only reasons
-    let controller = read("src/controller/okms_secret.rs") + &read("src/controller/connection.rs");
-    for r in [
-        "Created",
-        "VersionWritten",
-        "Mirrored",
-        "Synced",
-        "Connected",
-        "RolloutRestarted",
-        "RolloutRestartFailed",
-        "RolloutRestartRefused",
-        "Deleted",
-        "DeleteSkipped",
-        "CleanupAbandoned",
-        "Rotated",
-        "RolledBack",
-        "OverwroteRemoteVersion",
-        "TargetRepaired",
-        "RotateIgnored",
-    ] {
+    let code = sources_using_reasons();
+    let mut missing = Vec::new();
+    for reason in Reason::ALL {
+        // a reason nothing produces any more must not stay documented
         assert!(
-            controller.contains(&format!("\"{r}\"")),
-            "reason {r} no longer exists in the controllers"
+            code.contains(&format!("Reason::{reason}")),
+            "reason {reason} no longer exists in the controllers"
         );
-        reasons.insert(r.to_string());
+        if !troubleshooting.contains(&format!("`{reason}`")) {
+            missing.push(reason.as_str());
+        }
     }
-    let missing: Vec<&String> = reasons
-        .iter()
-        .filter(|r| !troubleshooting.contains(&format!("`{r}`")))
-        .collect();
+    assert!(
+        Reason::ALL.len() >= 30,
+        "only {} reasons",
+        Reason::ALL.len()
+    );
     assert!(
         missing.is_empty(),
         "README's troubleshooting section lacks reasons {missing:?}"
     );
 
     // and the failure table lists no reason the code does not have
-    let known = error_reasons();
     for row in troubleshooting.lines().filter(|l| l.starts_with("| `")) {
         let reason = row
             .trim_start_matches("| `")
@@ -194,7 +181,7 @@ fn every_reason_has_troubleshooting() {
             .next()
             .unwrap_or_default();
         assert!(
-            known.contains(reason),
+            Reason::parse(reason).is_some_and(|r| r.kind() == Kind::Failure),
             "README documents reason {reason:?}, which Error::reason never returns"
         );
     }

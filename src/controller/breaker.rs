@@ -113,6 +113,7 @@ impl Writes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reason::Reason;
 
     #[test]
     fn a_loop_is_stopped_and_resumes_after_the_pause() {
@@ -125,7 +126,7 @@ mod tests {
         }
         let now = start + Duration::from_secs(MAX_WRITES as u64);
         let err = breaker.check_at("ns/a", "p", now).unwrap_err();
-        assert_eq!(err.reason(), "TooManyWrites");
+        assert_eq!(err.reason(), Reason::TooManyWrites);
         // another object is not affected
         assert!(breaker.check_at("ns/b", "p", now).is_ok());
         // still paused after the window, free after the pause

@@ -32,6 +32,7 @@ use crate::crd::{
 use crate::error::{Error, Result};
 use crate::isolation;
 use crate::okms::{Auth, ClientConfig, OkmsClient, RateLimit};
+use crate::reason::Reason;
 use crate::status;
 
 /// Default client-side rate limit of a connection (requests per second).
@@ -384,9 +385,9 @@ pub async fn client_for(ctx: &Context, conn: &Fetched) -> Result<Resolved> {
     let metrics = ctx.metrics.clone();
     config.observer = Some(Arc::new(move |r| metrics.okms_request(r)));
     config.fence = Some(ctx.fence.clone());
-    let client = OkmsClient::new(config).map_err(|e| Error::ConnectionNotReady {
+    let client = OkmsClient::new(config).map_err(|source| Error::ClientNotBuilt {
         name: conn.display(),
-        message: e.to_string(),
+        source,
     })?;
     let resolved = Resolved {
         client,
@@ -603,7 +604,7 @@ where
     match &outcome {
         Ok(()) => status::ready(
             &mut st.conditions,
-            "Connected",
+            Reason::Connected,
             "credentials loaded and OKMS answered the probe",
             generation,
             now,
@@ -638,7 +639,7 @@ where
             .await?;
     }
     let reason = match &outcome {
-        Ok(()) => "Connected",
+        Ok(()) => Reason::Connected,
         Err(e) => e.reason(),
     };
     ctx.metrics
@@ -659,7 +660,7 @@ where
             {
                 wait = wait.max(after.min(PROBE_BACKOFF_MAX));
             }
-            warn!(connection = %fetched.display(), reason = e.reason(), error = %e, next_probe_in = ?wait, "connection not ready");
+            warn!(connection = %fetched.display(), reason = %e.reason(), error = %e, next_probe_in = ?wait, "connection not ready");
             Ok(Action::requeue(wait))
         }
     }

@@ -30,6 +30,7 @@ use crate::crd::{
 };
 use crate::error::{Category, Error, Result};
 use crate::okms::{OkmsClient, SecretData, VersionState};
+use crate::reason::Reason;
 use crate::render;
 use crate::status;
 
@@ -44,11 +45,11 @@ const CAS_ATTEMPTS: u32 = 3;
 /// What one successful sync did.
 struct Outcome {
     status: OkmsSecretStatus,
-    reason: &'static str,
+    reason: Reason,
     message: String,
     events: Vec<(&'static str, String)>,
     /// Published as events of their own (type, reason, note), apart from the transition's.
-    notices: Vec<(EventType, &'static str, String)>,
+    notices: Vec<(EventType, Reason, String)>,
     changed: bool,
     /// The target changed again while our apply's response was on its way: look again now.
     recheck: bool,
@@ -74,7 +75,7 @@ pub async fn reconcile(obj: Arc<OkmsSecret>, ctx: Arc<Context>) -> Result<Action
         let result = cleanup(&obj, &ctx).await;
         let reason = result
             .as_ref()
-            .map(|_| "Deleted")
+            .map(|_| Reason::Deleted)
             .unwrap_or_else(|e| e.reason());
         ctx.metrics
             .reconciled("OkmsSecret", reason, result.is_ok(), started.elapsed());
@@ -130,7 +131,7 @@ pub async fn reconcile(obj: Arc<OkmsSecret>, ctx: Arc<Context>) -> Result<Action
             ctx.metrics
                 .reconciled("OkmsSecret", reason, true, started.elapsed());
             if changed {
-                info!(okmssecret = %key, reason, "synced");
+                info!(okmssecret = %key, reason = %reason, "synced");
             } else {
                 debug!(okmssecret = %key, "nothing to do");
             }
@@ -163,7 +164,10 @@ async fn report_failure(obj: &OkmsSecret, ctx: &Context, err: &Error, key: &str)
     let reason = err.reason();
     let message = err.to_string();
     let mut base = obj.status.clone().unwrap_or_default();
-    if base.path.is_none() && validate::path(&obj.spec.path).is_ok() && reason != "PathImmutable" {
+    if base.path.is_none()
+        && validate::path(&obj.spec.path).is_ok()
+        && reason != Reason::PathImmutable
+    {
         base.path = Some(obj.spec.path.clone());
     }
     let stalled = err.is_stalled();
@@ -171,7 +175,8 @@ async fn report_failure(obj: &OkmsSecret, ctx: &Context, err: &Error, key: &str)
         .status
         .as_ref()
         .and_then(|s| status::get(&s.conditions, status::READY).cloned());
-    let first_report = previous.is_none_or(|c| c.reason != reason || c.message != message);
+    let first_report =
+        previous.is_none_or(|c| status::reason(&c) != Some(reason) || c.message != message);
     write_status(obj, ctx, base, |conds, generation, now| {
         status::failed(conds, reason, &message, stalled, generation, now)
     })
@@ -179,7 +184,7 @@ async fn report_failure(obj: &OkmsSecret, ctx: &Context, err: &Error, key: &str)
     if first_report {
         publish(ctx, obj, EventType::Warning, reason, message.clone()).await;
     }
-    warn!(okmssecret = %key, reason, error = %message, "reconcile failed");
+    warn!(okmssecret = %key, reason = %reason, error = %message, "reconcile failed");
     ctx.metrics.set_ready(key, Some(false));
     Ok(())
 }
@@ -344,7 +349,7 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
 
     let client = connection::client_for(ctx, &conn).await?.client;
     let mut events = Vec::new();
-    let mut notices: Vec<(EventType, &'static str, String)> = Vec::new();
+    let mut notices: Vec<(EventType, Reason, String)> = Vec::new();
     let mut written: Option<u32> = None;
     // data of a version we know without reading it back (we just wrote or compared it)
     let mut known: Option<(u32, Map<String, Value>)> = None;
@@ -550,7 +555,7 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
     if rotate_request.is_some() && generate.is_none() {
         notices.push((
             EventType::Warning,
-            "RotateIgnored",
+            Reason::RotateIgnored,
             "okms.dev/rotate asks for a rotation, but only values of spec.source.generate are rotated".into(),
         ));
     }
@@ -626,7 +631,7 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
                     {
                         notices.push((
                             EventType::Warning,
-                            "OverwroteRemoteVersion",
+                            Reason::OverwroteRemoteVersion,
                             format!(
                                 "version {current} of OKMS secret {path:?} was written outside this object; the source wins: wrote version {v} with the source's data"
                             ),
@@ -747,7 +752,7 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
         {
             notices.push((
                 EventType::Normal,
-                "TargetRepaired",
+                Reason::TargetRepaired,
                 format!(
                     "Secret {target_name:?} was {} outside the operator: restored version {mirror}",
                     if before.is_some() {
@@ -777,40 +782,44 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
         && current_state.is_some_and(|(id, st)| id == current && st != VersionState::Active);
     let was_rolled_back = prev
         .and_then(|p| status::get(&p.conditions, status::READY))
-        .is_some_and(|c| c.reason == "RolledBack");
+        .is_some_and(|c| status::reason(c) == Some(Reason::RolledBack));
     let rollback_message = format!(
         "version {current} of OKMS secret {path:?} is deactivated in OKMS (a rollback): Secret {target_name:?} mirrors version {mirror}, the newest active one; the source's next change writes a new version"
     );
     if rolled_back && !was_rolled_back {
-        notices.push((EventType::Warning, "RolledBack", rollback_message.clone()));
+        notices.push((
+            EventType::Warning,
+            Reason::RolledBack,
+            rollback_message.clone(),
+        ));
     }
     let changed = !events.is_empty() || !notices.is_empty();
     let rotated = events.iter().any(|(r, _)| *r == "Rotated");
     let (reason, message) = if rotated {
         (
-            "Rotated",
+            Reason::Rotated,
             format!(
                 "rotated: version {current} holds fresh values; Secret {target_name:?} mirrors version {mirror}"
             ),
         )
     } else if written.is_some() && events.iter().any(|(r, _)| *r == "Created") {
         (
-            "Created",
+            Reason::Created,
             format!("created OKMS secret at version {mirror}; Secret {target_name:?} is in sync"),
         )
     } else if written.is_some() {
         (
-            "VersionWritten",
+            Reason::VersionWritten,
             format!(
                 "wrote version {}; Secret {target_name:?} mirrors version {mirror}",
                 written.unwrap_or(mirror)
             ),
         )
     } else if rolled_back {
-        ("RolledBack", rollback_message)
+        (Reason::RolledBack, rollback_message)
     } else if !up_to_date {
         (
-            "Mirrored",
+            Reason::Mirrored,
             format!("Secret {target_name:?} mirrors version {mirror}"),
         )
     } else {
@@ -819,9 +828,9 @@ async fn sync(obj: &OkmsSecret, ctx: &Context) -> Result<Outcome> {
             .and_then(|p| status::get(&p.conditions, status::READY))
             .filter(|c| c.status == "True");
         match prev_ready {
-            Some(c) => (stable_reason(&c.reason), c.message.clone()),
+            Some(c) => (kept_reason(c), c.message.clone()),
             None => (
-                "Synced",
+                Reason::Synced,
                 format!("Secret {target_name:?} mirrors version {mirror}"),
             ),
         }
@@ -898,15 +907,17 @@ async fn effective_version_ttl(
     ))
 }
 
-/// Maps a reason read back from status to the static string it came from.
-fn stable_reason(reason: &str) -> &'static str {
-    match reason {
-        "Created" => "Created",
-        "VersionWritten" => "VersionWritten",
-        "Mirrored" => "Mirrored",
-        "Rotated" => "Rotated",
-        "RolledBack" => "RolledBack",
-        _ => "Synced",
+/// The Ready reason a no-op sync keeps: the previous one when it is a sync's success reason.
+fn kept_reason(ready: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition) -> Reason {
+    match status::reason(ready) {
+        Some(
+            r @ (Reason::Created
+            | Reason::VersionWritten
+            | Reason::Mirrored
+            | Reason::Rotated
+            | Reason::RolledBack),
+        ) => r,
+        _ => Reason::Synced,
     }
 }
 
@@ -1043,8 +1054,10 @@ async fn apply_target(
         data: Some(data.into_iter().map(|(k, v)| (k, ByteString(v))).collect()),
         ..Default::default()
     };
-    let mut value = serde_json::to_value(&secret)
-        .map_err(|e| Error::Internal(format!("encode Secret: {e}")))?;
+    let mut value = serde_json::to_value(&secret).map_err(|source| Error::Encode {
+        what: "Secret",
+        source,
+    })?;
     value["apiVersion"] = json!("v1");
     value["kind"] = json!("Secret");
     // each object its own field manager: server-side apply then removes only the keys this
@@ -1129,7 +1142,7 @@ async fn cleanup(obj: &OkmsSecret, ctx: &Context) -> Result<()> {
                     ctx,
                     obj,
                     EventType::Warning,
-                    "CleanupAbandoned",
+                    Reason::CleanupAbandoned,
                     format!(
                         "gave up deleting OKMS secret {:?} (it is retained): {err}",
                         obj.spec.path
@@ -1168,7 +1181,7 @@ async fn delete_remote(obj: &OkmsSecret, ctx: &Context) -> Result<()> {
             ctx,
             obj,
             EventType::Warning,
-            "DeleteSkipped",
+            Reason::DeleteSkipped,
             format!(
                 "kept OKMS secret {path:?}: its owner record does not name this OkmsSecret, so this object did not create or adopt it"
             ),
@@ -1182,7 +1195,7 @@ async fn delete_remote(obj: &OkmsSecret, ctx: &Context) -> Result<()> {
                 ctx,
                 obj,
                 EventType::Normal,
-                "Deleted",
+                Reason::Deleted,
                 format!("deleted OKMS secret {path:?}"),
             )
             .await;
@@ -1267,7 +1280,7 @@ async fn restart_workloads(
                     ctx,
                     obj,
                     EventType::Warning,
-                    "RolloutRestartRefused",
+                    Reason::RolloutRestartRefused,
                     format!(
                         "did not restart {:?} {}: it has not opted in (annotate it with {}: {me})",
                         t.kind,
@@ -1282,7 +1295,7 @@ async fn restart_workloads(
                     ctx,
                     obj,
                     EventType::Warning,
-                    "RolloutRestartFailed",
+                    Reason::RolloutRestartFailed,
                     format!("could not restart {:?} {}: {e}", t.kind, t.name),
                 )
                 .await
@@ -1329,10 +1342,10 @@ async fn write_status(
     Ok(())
 }
 
-async fn publish(ctx: &Context, obj: &OkmsSecret, type_: EventType, reason: &str, note: String) {
+async fn publish(ctx: &Context, obj: &OkmsSecret, type_: EventType, reason: Reason, note: String) {
     if let Err(e) = ctx
         .recorder
-        .publish(&obj.object_ref(&()), type_, reason, note)
+        .publish(&obj.object_ref(&()), type_, reason.as_str(), note)
         .await
     {
         debug!(error = %e, "could not publish event");

@@ -229,6 +229,7 @@ pub fn jittered(interval: Duration, unit: f64) -> Option<Duration> {
 mod tests {
     use super::*;
     use crate::okms::SecretData;
+    use crate::reason::Reason;
     use serde_json::json;
 
     fn version(id: u32, state: VersionState, data: Option<serde_json::Value>) -> SecretVersion {
@@ -481,7 +482,7 @@ mod tests {
             Ownership::Other
         );
         let err = check_owner(&meta(Some(&other_cluster)), &me, "p").unwrap_err();
-        assert_eq!(err.reason(), "PathConflict");
+        assert_eq!(err.reason(), Reason::PathConflict);
         assert!(err.is_stalled());
         assert!(!err.to_string().contains("cluster-2"), "{err}");
 

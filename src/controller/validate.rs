@@ -190,6 +190,7 @@ mod tests {
     use crate::controller::plan::{create_settings, jittered, owner_record, settings_drift};
     use crate::crd::{ConnectionRef, Source, SourceSecretRef};
     use crate::okms::SecretMetadata;
+    use crate::reason::Reason;
     use serde_json::json;
 
     fn spec(path: &str) -> OkmsSecretSpec {
@@ -228,7 +229,11 @@ mod tests {
             "team-a/./x",
             "a/..",
         ] {
-            assert_eq!(path(bad).unwrap_err().reason(), "InvalidSpec", "{bad}");
+            assert_eq!(
+                path(bad).unwrap_err().reason(),
+                Reason::InvalidSpec,
+                "{bad}"
+            );
             if bad.len() <= MAX_PATH_LEN {
                 assert!(!pattern.is_match(bad), "schema accepts {bad}");
             }
@@ -245,7 +250,7 @@ mod tests {
             okms_secret(&spec("new"), Some(&status))
                 .unwrap_err()
                 .reason(),
-            "PathImmutable"
+            Reason::PathImmutable
         );
         assert!(okms_secret(&spec("old"), Some(&status)).is_ok());
     }
@@ -263,10 +268,16 @@ mod tests {
             inline: None,
             generate: None,
         });
-        assert_eq!(okms_secret(&s, None).unwrap_err().reason(), "InvalidSpec");
+        assert_eq!(
+            okms_secret(&s, None).unwrap_err().reason(),
+            Reason::InvalidSpec
+        );
         s.version = None;
         s.source.as_mut().unwrap().inline = Some(Default::default());
-        assert_eq!(okms_secret(&s, None).unwrap_err().reason(), "InvalidSpec");
+        assert_eq!(
+            okms_secret(&s, None).unwrap_err().reason(),
+            Reason::InvalidSpec
+        );
         let _ = ConnectionRef {
             kind: None,
             name: "c".into(),
@@ -277,16 +288,25 @@ mod tests {
     fn durations_are_bounded() {
         let mut s = spec("p");
         s.refresh_interval = Some("99999999999999999d".into());
-        assert_eq!(okms_secret(&s, None).unwrap_err().reason(), "InvalidSpec");
+        assert_eq!(
+            okms_secret(&s, None).unwrap_err().reason(),
+            Reason::InvalidSpec
+        );
         s.refresh_interval = Some("366d".into());
-        assert_eq!(okms_secret(&s, None).unwrap_err().reason(), "InvalidSpec");
+        assert_eq!(
+            okms_secret(&s, None).unwrap_err().reason(),
+            Reason::InvalidSpec
+        );
         s.refresh_interval = Some("365d".into());
         assert!(okms_secret(&s, None).is_ok());
         s.remote = Some(RemoteSettings {
             deactivate_version_after: Some("250ms".into()),
             ..Default::default()
         });
-        assert_eq!(okms_secret(&s, None).unwrap_err().reason(), "InvalidSpec");
+        assert_eq!(
+            okms_secret(&s, None).unwrap_err().reason(),
+            Reason::InvalidSpec
+        );
     }
 
     #[test]
@@ -300,7 +320,10 @@ mod tests {
             )])),
             ..Default::default()
         });
-        assert_eq!(okms_secret(&s, None).unwrap_err().reason(), "InvalidSpec");
+        assert_eq!(
+            okms_secret(&s, None).unwrap_err().reason(),
+            Reason::InvalidSpec
+        );
     }
 
     fn connection_spec(endpoint: &str, extra: serde_json::Value) -> ConnectionSpec {
@@ -331,18 +354,18 @@ mod tests {
         assert!(check("http://127.0.0.1:8080", none.clone()).is_ok());
         assert!(check("http://localhost:8080", none.clone()).is_ok());
         for (endpoint, reason) in [
-            ("http://eu-west-rbx.okms.ovh.net", "InvalidSpec"),
-            ("ftp://eu-west-rbx.okms.ovh.net", "InvalidSpec"),
-            ("https://u:p@eu-west-rbx.okms.ovh.net", "InvalidSpec"),
-            ("https://eu-west-rbx.okms.ovh.net/?x=1", "InvalidSpec"),
-            ("https://eu-west-rbx.okms.ovh.net/#x", "InvalidSpec"),
-            ("not a url", "InvalidSpec"),
-            ("https://evil.example", "NotAllowed"),
+            ("http://eu-west-rbx.okms.ovh.net", Reason::InvalidSpec),
+            ("ftp://eu-west-rbx.okms.ovh.net", Reason::InvalidSpec),
+            ("https://u:p@eu-west-rbx.okms.ovh.net", Reason::InvalidSpec),
+            ("https://eu-west-rbx.okms.ovh.net/?x=1", Reason::InvalidSpec),
+            ("https://eu-west-rbx.okms.ovh.net/#x", Reason::InvalidSpec),
+            ("not a url", Reason::InvalidSpec),
+            ("https://evil.example", Reason::NotAllowed),
             (
                 "https://eu-west-rbx.okms.ovh.net.evil.example",
-                "NotAllowed",
+                Reason::NotAllowed,
             ),
-            ("http://evil.example", "InvalidSpec"),
+            ("http://evil.example", Reason::InvalidSpec),
         ] {
             assert_eq!(check(endpoint, none.clone()), Err(reason), "{endpoint}");
         }
@@ -352,7 +375,7 @@ mod tests {
                     "https://eu-west-rbx.okms.ovh.net",
                     serde_json::json!({ "allowedPaths": bad })
                 ),
-                Err("InvalidSpec")
+                Err(Reason::InvalidSpec)
             );
         }
     }
