@@ -203,21 +203,7 @@ async fn connect_shop(env: &Env) {
 
 /// Waits until OkmsSecret `ns/name` has Ready=`ready` with one of `reasons` for its generation.
 async fn wait_reason(env: &Env, ns: &str, name: &str, ready: &str, reasons: &[&str]) -> OkmsSecret {
-    let api: Api<OkmsSecret> = Api::namespaced(env.client.clone(), ns);
-    env.wait(
-        &format!("{ns}/{name} Ready={ready} with a reason in {reasons:?}"),
-        || {
-            let api = api.clone();
-            async move {
-                let o = api.get_opt(name).await.ok()??;
-                let st = o.status.as_ref()?;
-                let c = st.conditions.iter().find(|c| c.type_ == "Ready")?;
-                let current = st.observed_generation == o.metadata.generation;
-                (current && c.status == ready && reasons.contains(&c.reason.as_str())).then_some(o)
-            }
-        },
-    )
-    .await
+    env.wait_reason_in(ns, name, ready, reasons).await
 }
 
 async fn wait_ready(env: &Env, ns: &str, name: &str) -> OkmsSecret {

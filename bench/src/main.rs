@@ -372,21 +372,11 @@ impl Env {
     }
 
     async fn setup(&self, args: &Args) -> Result<f64> {
-        harness::install_crds(&self.client, Duration::from_secs(60)).await?;
-        harness::create_namespaces(
-            &self.client,
-            &[NS, OTHER_NS, BARE_NS, BARE5_NS, OPERATOR_NS],
-        )
-        .await?;
-        harness::create_connection(
+        harness::prepare(
             &self.client,
             &self.okms,
-            harness::Connection {
-                namespace: NS,
-                name: "okms",
-                cert_secret: "okms-cert",
-                requests_per_second: 10000,
-            },
+            &[NS, OTHER_NS, BARE_NS, BARE5_NS, OPERATOR_NS],
+            10000,
         )
         .await?;
 

@@ -28,7 +28,7 @@ use okms_test_harness as harness;
 
 pub const NS: &str = "apps";
 pub const OPERATOR_NS: &str = "okms-system";
-pub const CONNECTION: &str = "okms";
+pub const CONNECTION: &str = harness::CONNECTION;
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
 // ---- log capture: every test binary checks its logs for the secret values it used ----------
@@ -131,26 +131,11 @@ impl Env {
         let mut kube = backend::Kube::start().await;
         let client = kube.client();
 
-        harness::install_crds(&client, DEADLINE)
-            .await
-            .expect("install the CRDs");
-        kube.crds_installed().await;
-        harness::create_namespaces(&client, &[NS, OPERATOR_NS])
-            .await
-            .expect("create the namespaces");
         let access = harness::OkmsAccess::of(&okms).expect("the OKMS emulator's access");
-        harness::create_connection(
-            &client,
-            &access,
-            harness::Connection {
-                namespace: NS,
-                name: CONNECTION,
-                cert_secret: "okms-cert",
-                requests_per_second: 1000,
-            },
-        )
-        .await
-        .expect("create the OkmsConnection");
+        harness::prepare(&client, &access, &[NS, OPERATOR_NS], 1000)
+            .await
+            .expect("CRDs, namespaces and the OkmsConnection");
+        kube.crds_installed().await;
         let remote = access.direct_client().expect("direct OKMS client");
 
         let operator_client = kube.operator_client(&client, OPERATOR_NS).await;
@@ -293,9 +278,20 @@ impl Env {
 
     /// Waits until the OkmsSecret's Ready condition has `reason` for its current generation.
     pub async fn wait_reason(&self, name: &str, ready: &str, reasons: &[&str]) -> OkmsSecret {
-        let api = self.okms_secrets();
+        self.wait_reason_in(NS, name, ready, reasons).await
+    }
+
+    /// [`Env::wait_reason`] for an OkmsSecret of namespace `ns`.
+    pub async fn wait_reason_in(
+        &self,
+        ns: &str,
+        name: &str,
+        ready: &str,
+        reasons: &[&str],
+    ) -> OkmsSecret {
+        let api: Api<OkmsSecret> = Api::namespaced(self.client.clone(), ns);
         self.wait(
-            &format!("{name} Ready={ready} with reason in {reasons:?}"),
+            &format!("{ns}/{name} Ready={ready} with reason in {reasons:?}"),
             || {
                 let api = api.clone();
                 async move {

@@ -263,24 +263,9 @@ impl Cluster {
             .await
             .expect("both emulators start");
         let client = emulators.kube.client();
-        harness::install_crds(&client, Duration::from_secs(30))
+        harness::prepare(&client, &emulators.access, &["apps", "okms-system"], 1000)
             .await
-            .expect("install the CRDs");
-        harness::create_namespaces(&client, &["apps", "okms-system"])
-            .await
-            .expect("create the namespaces");
-        harness::create_connection(
-            &client,
-            &emulators.access,
-            harness::Connection {
-                namespace: "apps",
-                name: "okms",
-                cert_secret: "okms-cert",
-                requests_per_second: 1000,
-            },
-        )
-        .await
-        .expect("create the OkmsConnection");
+            .expect("CRDs, namespaces and the OkmsConnection");
         let remote = emulators
             .access
             .direct_client()

@@ -103,19 +103,7 @@ async fn main() -> Result<()> {
     };
     let emulators = harness::Emulators::start(|c| c).await?;
     let client = emulators.kube.client();
-    harness::install_crds(&client, Duration::from_secs(30)).await?;
-    harness::create_namespaces(&client, &[NS, "okms-system"]).await?;
-    harness::create_connection(
-        &client,
-        &emulators.access,
-        harness::Connection {
-            namespace: NS,
-            name: "okms",
-            cert_secret: "okms-cert",
-            requests_per_second: 10000,
-        },
-    )
-    .await?;
+    harness::prepare(&client, &emulators.access, &[NS, "okms-system"], 10000).await?;
     let (okms, kubeconfig, dir) = (&emulators.okms, &emulators.kubeconfig, &emulators.dir);
     let apply = PatchParams::apply("bench").force();
 

@@ -1,8 +1,8 @@
 //! The one way okms-operator's tests and benchmarks set up their world: both emulators
-//! in-process on port 0 ([`Emulators`]), the CRDs installed and Established ([`install_crds`]),
+//! in-process on port 0 ([`Emulators`]); then [`prepare`]: the CRDs installed and Established,
 //! namespaces, the OKMS emulator's access certificate in a `kubernetes.io/tls` Secret and an
-//! mTLS `OkmsConnection` trusting its CA ([`create_connection`]), and a direct OKMS client for
-//! out-of-band writes and assertions ([`OkmsAccess::direct_client`]).
+//! mTLS `OkmsConnection` trusting its CA; and a direct OKMS client for out-of-band writes and
+//! assertions ([`OkmsAccess::direct_client`]).
 //!
 //! Everything but [`Emulators::start`] takes a plain [`kube::Client`], so the same setup runs on
 //! the kube-emulator, on a real control plane and on emulators running as separate processes.
@@ -203,31 +203,39 @@ pub async fn create_namespaces(client: &Client, names: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// The mTLS connection [`create_connection`] makes.
-pub struct Connection<'a> {
-    pub namespace: &'a str,
-    pub name: &'a str,
-    /// The `kubernetes.io/tls` Secret beside it holding the access certificate.
-    pub cert_secret: &'a str,
-    pub requests_per_second: u32,
+/// The name of the connection [`prepare`] creates.
+pub const CONNECTION: &str = "okms";
+
+/// The usual world of a test or a benchmark: the operator's CRDs Established, `namespaces`
+/// created, and in the first of them the mTLS connection [`CONNECTION`] to the emulator (with
+/// its Secret `okms-cert`).
+pub async fn prepare(
+    client: &Client,
+    access: &OkmsAccess,
+    namespaces: &[&str],
+    requests_per_second: u32,
+) -> Result<()> {
+    install_crds(client, Duration::from_secs(60)).await?;
+    create_namespaces(client, namespaces).await?;
+    let namespace = namespaces
+        .first()
+        .context("no namespace for the connection")?;
+    create_connection(client, access, namespace, CONNECTION, requests_per_second).await
 }
 
-/// The access certificate in a `kubernetes.io/tls` Secret, and an `OkmsConnection` to the
-/// emulator using it, with the emulator's CA as `caBundle`.
+/// The access certificate in a `kubernetes.io/tls` Secret `{name}-cert`, and an
+/// `OkmsConnection` `name` to the emulator using it, with the emulator's CA as `caBundle`.
 pub async fn create_connection(
     client: &Client,
     access: &OkmsAccess,
-    connection: Connection<'_>,
+    namespace: &str,
+    name: &str,
+    requests_per_second: u32,
 ) -> Result<()> {
-    let Connection {
-        namespace,
-        name,
-        cert_secret,
-        requests_per_second,
-    } = connection;
+    let cert_secret = format!("{name}-cert");
     let tls = Secret {
         metadata: ObjectMeta {
-            name: Some(cert_secret.into()),
+            name: Some(cert_secret.clone()),
             namespace: Some(namespace.into()),
             ..Default::default()
         },
