@@ -12,7 +12,17 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use sha2::{Digest, Sha256};
+
+use crate::controller::FIELD_MANAGER;
+use crate::crd::CreationPolicy;
+use crate::error::Error;
+
+/// Label on every target Secret the operator writes (value: its field manager).
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Label on a target Secret: the OkmsSecret it belongs to.
+pub const LABEL_SECRET: &str = "okms.dev/secret";
 
 /// Annotation on a Secret: comma-separated names of the OkmsSecrets (same namespace) that may
 /// merge keys into it.
@@ -56,6 +66,58 @@ pub fn refuse_merge(
         ));
     }
     None
+}
+
+/// Whether `secret` is a target this OkmsSecret wrote: our labels, naming it.
+pub fn is_ours(secret: &ObjectMeta, okms_secret: &str) -> bool {
+    let label = |key: &str| {
+        secret
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(key))
+            .map(String::as_str)
+    };
+    label(LABEL_MANAGED_BY) == Some(FIELD_MANAGER) && label(LABEL_SECRET) == Some(okms_secret)
+}
+
+/// Whether the OkmsSecret `okms_secret` may write its target `name`, found as `existing` (`None`:
+/// it does not exist): `Owner` and `Orphan` never overwrite a Secret that is not theirs, `Merge`
+/// needs an existing Secret that consents ([`refuse_merge`]; `is_credential` is asked only then).
+pub fn check_target(
+    existing: Option<&ObjectMeta>,
+    creation: CreationPolicy,
+    name: &str,
+    okms_secret: &str,
+    namespace: &str,
+    operator_namespace: &str,
+    is_credential: impl FnOnce() -> bool,
+) -> Result<(), Error> {
+    match (existing, creation) {
+        (Some(s), CreationPolicy::Owner | CreationPolicy::Orphan) if !is_ours(s, okms_secret) => {
+            Err(Error::TargetConflict {
+                name: name.to_string(),
+            })
+        }
+        (None, CreationPolicy::Merge) => Err(Error::TargetNotFound {
+            name: name.to_string(),
+        }),
+        (Some(s), CreationPolicy::Merge) => {
+            match refuse_merge(
+                okms_secret,
+                namespace,
+                operator_namespace,
+                is_credential(),
+                s.annotations.as_ref(),
+            ) {
+                Some(why) => Err(Error::TargetNotConsented {
+                    name: name.to_string(),
+                    why,
+                }),
+                None => Ok(()),
+            }
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The field manager of one OkmsSecret's target applies: `okms-operator/<name>` (names longer
@@ -113,5 +175,65 @@ mod tests {
         let long_b = format!("{}b", "x".repeat(252));
         assert!(field_manager(&long_a).len() <= MAX_FIELD_MANAGER_LEN);
         assert_ne!(field_manager(&long_a), field_manager(&long_b));
+    }
+
+    #[test]
+    fn a_target_is_written_only_when_ours_or_consenting() {
+        use crate::reason::Reason;
+        let meta = |labels: &[(&str, &str)], annotations: &[(&str, &str)]| ObjectMeta {
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            annotations: Some(
+                annotations
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        let ours = meta(
+            &[(LABEL_MANAGED_BY, FIELD_MANAGER), (LABEL_SECRET, "db")],
+            &[],
+        );
+        let foreign = meta(
+            &[(LABEL_MANAGED_BY, FIELD_MANAGER), (LABEL_SECRET, "other")],
+            &[],
+        );
+        let consenting = meta(&[], &[(ALLOW_MERGE_FROM, "db")]);
+        let check = |existing: Option<&ObjectMeta>, creation, credential: bool| {
+            check_target(existing, creation, "t", "db", "team", "okms-system", || {
+                credential
+            })
+            .map_err(|e| e.reason())
+        };
+        assert!(is_ours(&ours, "db") && !is_ours(&foreign, "db"));
+        assert_eq!(check(None, CreationPolicy::Owner, false), Ok(()));
+        assert_eq!(check(Some(&ours), CreationPolicy::Orphan, false), Ok(()));
+        assert_eq!(
+            check(Some(&foreign), CreationPolicy::Owner, false),
+            Err(Reason::TargetConflict)
+        );
+        assert_eq!(
+            check(None, CreationPolicy::Merge, false),
+            Err(Reason::TargetNotFound)
+        );
+        assert_eq!(
+            check(Some(&consenting), CreationPolicy::Merge, false),
+            Ok(())
+        );
+        assert_eq!(
+            check(Some(&consenting), CreationPolicy::Merge, true),
+            Err(Reason::TargetConflict),
+            "never into a credential Secret"
+        );
+        assert_eq!(
+            check(Some(&foreign), CreationPolicy::Merge, false),
+            Err(Reason::TargetConflict),
+            "no consent"
+        );
     }
 }

@@ -41,6 +41,35 @@ pub fn request(
     Ok((handled != Some(value.as_str())).then(|| value.clone()))
 }
 
+/// The one-shot requests of an object's annotations not handled yet.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Requests {
+    /// `okms.dev/force-sync`: one full refresh.
+    pub force_sync: Option<String>,
+    /// `okms.dev/rotate`: one rotation.
+    pub rotate: Option<String>,
+}
+
+impl Requests {
+    /// The requests of `obj`, against the values its status says were handled.
+    pub fn of(obj: &crate::crd::OkmsSecret) -> Result<Self, Error> {
+        let annotations = obj.metadata.annotations.as_ref();
+        let status = obj.status.as_ref();
+        Ok(Self {
+            force_sync: request(
+                annotations,
+                ANNOTATION_FORCE_SYNC,
+                status.and_then(|s| s.force_sync_handled.as_deref()),
+            )?,
+            rotate: request(
+                annotations,
+                ANNOTATION_ROTATE,
+                status.and_then(|s| s.rotate_handled.as_deref()),
+            )?,
+        })
+    }
+}
+
 /// When a version created at `created` is due for rotation.
 pub fn next_rotation(created: Option<DateTime<Utc>>, interval: Duration) -> Option<DateTime<Utc>> {
     created?.checked_add_signed(chrono::Duration::from_std(interval).ok()?)

@@ -14,12 +14,13 @@ use kube::runtime::watcher::{self, watcher};
 use kube::{Resource, ResourceExt};
 use tracing::{debug, warn};
 
+use crate::consent::{LABEL_MANAGED_BY, LABEL_SECRET};
 use crate::controller::connection::{
     ConnectionObject, connection_error_policy, credential_secrets, reconcile_connection,
 };
 use crate::controller::context::{ConnectionStores, Context, FIELD_MANAGER};
 use crate::controller::lean::{self, Lean, MetaOnly};
-use crate::controller::okms_secret::{self, LABEL_MANAGED_BY, LABEL_SECRET};
+use crate::controller::okms_secret;
 use crate::controller::reverse_index::TARGET;
 use crate::crd::{ClusterOkmsConnection, ConnectionKind, OkmsConnection, OkmsSecret};
 use crate::http::Health;

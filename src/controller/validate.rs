@@ -1,10 +1,12 @@
 //! Spec validation: what the schema checks too (objects may predate the schema, or come from a
 //! server that skips validation) and what only code can check. Pure: plain data in, `InvalidSpec`
-//! (or `PathImmutable`, `NotAllowed`) out, before anything is read or written.
+//! (or `PathImmutable`, `NotAllowed`) out, before anything is read or written. The one
+//! exception, [`renders`], renders the target off the async runtime (bounded, see `render`).
 
-use crate::controller::plan::OWNER_KEY;
+use crate::controller::plan::{Desired, OWNER_KEY};
 use crate::crd::{
-    ConnectionSpec, DeletionPolicy, OkmsSecretSpec, OkmsSecretStatus, RemoteSettings,
+    ConnectionSpec, DeletionPolicy, OkmsSecret, OkmsSecretSpec, OkmsSecretStatus, RemoteSettings,
+    UpdatePolicy,
 };
 use crate::error::Error;
 use crate::isolation;
@@ -159,6 +161,24 @@ fn remote_settings(remote: &RemoteSettings) -> Result<(), Error> {
                 )));
             }
         }
+    }
+    Ok(())
+}
+
+/// The target must render from the data the sync will mirror, and that is checked before
+/// anything is written: with a source (and `Overwrite`) the mirrored data is the desired data,
+/// known now, so a template naming a missing key or undecodable Base64 is refused now instead of
+/// after the data was written to OKMS. Generated values render like any others: checked on a
+/// throwaway draw.
+pub async fn renders(obj: &OkmsSecret, desired: Option<&Desired>) -> Result<(), Error> {
+    let target = obj.spec.target.clone().unwrap_or_default();
+    if let Some(desired) = desired
+        && obj.spec.update_policy.unwrap_or_default() == UpdatePolicy::Overwrite
+    {
+        crate::render::render_target_off_runtime(desired.data.as_map(), &target).await?;
+    }
+    if let Some(g) = obj.spec.source.as_ref().and_then(|s| s.generate.as_ref()) {
+        crate::render::render_target_off_runtime(&crate::generate::values(g)?, &target).await?;
     }
     Ok(())
 }

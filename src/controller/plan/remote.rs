@@ -1,15 +1,13 @@
-//! Pure decisions of the OkmsSecret reconcile: settings drift, owner records, whether remote data
-//! must be read or written, which version to mirror. Plain data in, plain data out.
+//! The rules about the remote secret: owner records (one writer per path), settings drift, the
+//! secret's identity, whether its data must be read or written, version expiry, which version is
+//! mirrored. Plain data in, plain data out.
 
 use std::time::Duration;
 
 use crate::crd::{OkmsSecretStatus, RemoteSettings};
-use crate::duration::{self, RefreshInterval};
+use crate::duration;
 use crate::error::Error;
 use crate::okms::{MetadataSpec, SecretMetadata, SecretVersion, VersionState};
-
-// kubectl-okms checks an object's path with `plan::validate_path`, as the operator does
-pub use crate::controller::validate::path as validate_path;
 
 /// The metadata-only update that brings remote settings to the spec, and the owner record onto
 /// the secret, if any differ. Only fields set in the spec are managed; the others are left to
@@ -212,19 +210,6 @@ pub fn version_to_mirror(pinned: Option<u32>, versions: &[SecretVersion]) -> Opt
     }
 }
 
-/// Refresh interval with ±10 % jitter; `None` when refreshing is disabled (`0`).
-pub fn jittered(interval: Duration, unit: f64) -> Option<Duration> {
-    if interval.is_zero() {
-        return None;
-    }
-    let factor = 0.9 + 0.2 * unit.clamp(0.0, 1.0);
-    // saturating: no interval, however long, can panic here
-    Some(
-        Duration::try_from_secs_f64(interval.as_secs_f64() * factor)
-            .unwrap_or(RefreshInterval::MAX),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,17 +328,6 @@ mod tests {
     }
 
     #[test]
-    fn requeues_never_overflow() {
-        for unit in [0.0, 0.5, 1.0, f64::MAX, f64::NAN] {
-            // once a panic (`Duration::mul_f64` overflow) that took the whole operator down
-            assert!(jittered(Duration::MAX, unit).is_some());
-            let year = jittered(RefreshInterval::MAX, unit).unwrap();
-            assert!(year >= RefreshInterval::MAX.mul_f64(0.9) || unit.is_nan());
-        }
-        assert_eq!(jittered(Duration::ZERO, 0.5), None);
-    }
-
-    #[test]
     fn settings_drift_only_for_managed_fields() {
         let desired = RemoteSettings {
             max_versions: Some(5),
@@ -452,14 +426,6 @@ mod tests {
         assert_eq!(version_to_mirror(Some(1), &versions), Some(1));
         assert_eq!(version_to_mirror(Some(3), &versions), None);
         assert_eq!(version_to_mirror(None, &[]), None);
-    }
-
-    #[test]
-    fn jitter_stays_within_ten_percent() {
-        let base = Duration::from_secs(100);
-        assert_eq!(jittered(base, 0.0), Some(Duration::from_secs(90)));
-        assert_eq!(jittered(base, 1.0), Some(Duration::from_secs(110)));
-        assert_eq!(jittered(Duration::ZERO, 0.5), None);
     }
 
     #[test]
