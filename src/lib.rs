@@ -21,6 +21,7 @@ pub mod okms;
 pub mod rbac;
 pub mod reason;
 pub mod render;
+#[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod status;
 pub mod telemetry;

@@ -41,9 +41,29 @@ enum Command {
     Crd,
     /// Try it out: both emulators, the CRDs, the examples' connections, the quickstart and the
     /// operator, all in this process. State lives in `.sandbox/` and is kept across restarts.
+    #[cfg(feature = "sandbox")]
     Sandbox(SandboxArgs),
+    /// Not in this build (built without the `sandbox` feature, as the container image is).
+    #[cfg(not(feature = "sandbox"))]
+    Sandbox(NoSandboxArgs),
 }
 
+/// What `okms-operator sandbox` says when the binary was built without the `sandbox` feature.
+#[cfg(not(feature = "sandbox"))]
+const NO_SANDBOX: &str = "this build of okms-operator has no sandbox: it was built without the \
+    `sandbox` feature (as the container image is); in a clone of the repository, \
+    `cargo run --release -- sandbox` builds it with the sandbox";
+
+/// Whatever follows `sandbox` in a build without it: accepted, so that the answer is always
+/// [`NO_SANDBOX`] and not a complaint about the flags.
+#[cfg(not(feature = "sandbox"))]
+#[derive(clap::Args, Debug, Clone)]
+struct NoSandboxArgs {
+    #[arg(num_args = 0.., allow_hyphen_values = true, trailing_var_arg = true, hide = true)]
+    args: Vec<String>,
+}
+
+#[cfg(feature = "sandbox")]
 #[derive(clap::Args, Debug, Clone)]
 struct SandboxArgs {
     /// State directory: kubeconfig, OKMS certificates, the OKMS store and the Kubernetes
@@ -158,6 +178,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Run(args)) => run_on_worker(runtime, *args),
+        #[cfg(feature = "sandbox")]
         Some(Command::Sandbox(args)) => {
             // the sandbox is run by people trying it out: one line saying what went wrong
             // (anyhow's Debug form adds a backtrace with RUST_BACKTRACE=1), and exit status 1
@@ -166,6 +187,11 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
             Ok(())
+        }
+        #[cfg(not(feature = "sandbox"))]
+        Some(Command::Sandbox(_)) => {
+            eprintln!("error: {NO_SANDBOX}");
+            std::process::exit(1);
         }
         None => run_on_worker(runtime, cli.run),
     }
@@ -355,6 +381,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "sandbox")]
 async fn sandbox(args: SandboxArgs) -> anyhow::Result<()> {
     telemetry::init(args.log_format);
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -396,6 +423,7 @@ async fn sandbox(args: SandboxArgs) -> anyhow::Result<()> {
 
 /// Ctrl-C or SIGTERM, listened for from now on (the handlers are installed here, not when the
 /// future is first polled).
+#[cfg(feature = "sandbox")]
 fn stop_signals() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {

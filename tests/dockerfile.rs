@@ -1,6 +1,7 @@
 //! Static checks of the Dockerfile and the chart's Deployment (no Docker engine or helm binary is
 //! needed): the image runs the binary Cargo builds, as a numeric non-root user, from a locked
-//! build; the chart passes every operator flag the binary has.
+//! build without the sandbox (no emulator in production); the chart passes every operator flag
+//! the binary has.
 
 use std::path::Path;
 use std::process::Command;
@@ -73,8 +74,30 @@ fn dockerfile_builds_the_locked_binary_and_runs_it_as_non_root() {
         .collect();
     assert_eq!(builds.len(), 1, "exactly one cargo build");
     let build = builds[0];
-    for flag in ["--locked", "--release", "--bin okms-operator"] {
+    // without the default `sandbox` feature: no emulator in the production image
+    for flag in [
+        "--locked",
+        "--release",
+        "--no-default-features",
+        "--bin okms-operator",
+    ] {
         assert!(build.contains(flag), "cargo build lacks {flag}: {build}");
+    }
+    assert!(
+        !build.contains("--features") && !build.contains("--all-features"),
+        "the image build turns features back on: {build}"
+    );
+    assert!(
+        package.contains("\n[features]\ndefault = [\"sandbox\"]\n"),
+        "the `sandbox` feature is no longer the only default one: check what the image leaves out"
+    );
+    for emulator in ["okms-emulator", "kube-emulator"] {
+        assert!(
+            package.contains(&format!(
+                "\n{emulator} = {{ path = \"crates/{emulator}\", optional = true }}\n"
+            )),
+            "{emulator} is not an optional dependency: the image would carry it"
+        );
     }
 
     let stage = final_stage(&ins);
