@@ -56,42 +56,48 @@ pub fn condition_true(o: &OkmsSecret, type_: &str) -> bool {
     })
 }
 
+/// Every object of a kind in a namespace, by name.
+async fn by_name<K>(client: &Client, ns: &str) -> BTreeMap<String, K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let list = match api.list(&ListParams::default()).await {
+        Ok(l) => l,
+        Err(e) => panic!("list {} in {ns}: {e}", K::plural(&())),
+    };
+    list.items
+        .into_iter()
+        .filter_map(|o| Some((o.meta().name.clone()?, o)))
+        .collect()
+}
+
 /// Every Secret of a namespace as name → (key → string value).
 pub async fn secrets_by_name(
     client: &Client,
     ns: &str,
 ) -> BTreeMap<String, BTreeMap<String, String>> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let list = match api.list(&ListParams::default()).await {
-        Ok(l) => l,
-        Err(e) => panic!("list Secrets in {ns}: {e}"),
-    };
-    list.items
+    by_name::<Secret>(client, ns)
+        .await
         .into_iter()
-        .filter_map(|s| {
-            let name = s.metadata.name.clone()?;
+        .map(|(name, s)| {
             let data = s
                 .data
                 .unwrap_or_default()
                 .into_iter()
                 .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
                 .collect();
-            Some((name, data))
+            (name, data)
         })
         .collect()
 }
 
 /// Every OkmsSecret of a namespace by name.
 pub async fn okms_secrets_by_name(client: &Client, ns: &str) -> BTreeMap<String, OkmsSecret> {
-    let api: Api<OkmsSecret> = Api::namespaced(client.clone(), ns);
-    let list = match api.list(&ListParams::default()).await {
-        Ok(l) => l,
-        Err(e) => panic!("list OkmsSecrets in {ns}: {e}"),
-    };
-    list.items
-        .into_iter()
-        .filter_map(|o| Some((o.metadata.name.clone()?, o)))
-        .collect()
+    by_name(client, ns).await
 }
 
 /// The data of every version of `path`, oldest first (as `(version id, data)`).

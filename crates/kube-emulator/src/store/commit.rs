@@ -89,11 +89,7 @@ impl State {
         opts: &WriteOpts,
         from_apply: bool,
     ) -> Result<Arc<Value>, ApiError> {
-        if !obj.is_object() {
-            return Err(ApiError::bad_request(
-                "the body of the request must be a JSON object",
-            ));
-        }
+        require_object(&obj)?;
         let api_version = def.api_version(version);
         check_type(def, &api_version, &obj)?;
         obj["apiVersion"] = json!(api_version);
@@ -234,11 +230,7 @@ impl State {
         opts: &WriteOpts,
         record: bool,
     ) -> Result<Arc<Value>, ApiError> {
-        if !new.is_object() {
-            return Err(ApiError::bad_request(
-                "the body of the request must be a JSON object",
-            ));
-        }
+        require_object(&new)?;
         let gr = def.gr();
         let api_version = def.api_version(version);
         check_type(def, &api_version, &new)?;
@@ -387,6 +379,15 @@ impl State {
         }
         Ok(stored)
     }
+}
+
+fn require_object(body: &Value) -> Result<(), ApiError> {
+    if body.is_object() {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(
+        "the body of the request must be a JSON object",
+    ))
 }
 
 fn check_type(def: &ResourceDef, api_version: &str, obj: &Value) -> Result<(), ApiError> {

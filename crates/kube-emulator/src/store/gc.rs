@@ -189,6 +189,13 @@ impl State {
         out
     }
 
+    /// The cluster-scoped object `name` of `gr` with its key, if it is being deleted.
+    fn being_deleted(&self, gr: &Gr, name: &str) -> Option<(ObjKey, Arc<Value>)> {
+        let key: ObjKey = (String::new(), name.to_string());
+        let obj = self.get(gr, &key)?;
+        (!meta_str(&obj, "deletionTimestamp").is_empty()).then_some((key, obj))
+    }
+
     fn namespace_empty(&self, ns: &str) -> bool {
         let from: ObjKey = (ns.to_string(), String::new());
         self.tables.values().all(|t| {
@@ -273,14 +280,10 @@ impl State {
                     follow.push_back(Followup::NamespaceCheck(ns));
                 }
                 Followup::NamespaceCheck(ns) => {
-                    let key: ObjKey = (String::new(), ns.clone());
-                    let Some(obj) = self.get(&ns_gr, &key) else {
+                    let Some((key, obj)) = self.being_deleted(&ns_gr, &ns) else {
                         continue;
                     };
-                    if meta_str(&obj, "deletionTimestamp").is_empty()
-                        || !finalizers(&obj).is_empty()
-                        || !self.namespace_empty(&ns)
-                    {
+                    if !finalizers(&obj).is_empty() || !self.namespace_empty(&ns) {
                         continue;
                     }
                     self.remove(&ns_gr, &key, &mut follow);
@@ -305,13 +308,9 @@ impl State {
                     follow.push_back(Followup::CrdCheck(name));
                 }
                 Followup::CrdCheck(name) => {
-                    let key: ObjKey = (String::new(), name.clone());
-                    let Some(obj) = self.get(&crd_gr, &key) else {
+                    let Some((key, obj)) = self.being_deleted(&crd_gr, &name) else {
                         continue;
                     };
-                    if meta_str(&obj, "deletionTimestamp").is_empty() {
-                        continue;
-                    }
                     let empty = crd::resource_def(&obj)
                         .map(|d| self.tables.get(&d.gr()).is_none_or(|t| t.is_empty()))
                         .unwrap_or(true);

@@ -98,29 +98,27 @@ impl Store {
         let old = st
             .get(&def.gr(), key)
             .ok_or_else(|| ApiError::not_found(&def.group, &def.resource, &key.1))?;
-        if let Some(uid) = &opts.uid {
-            let actual = meta_str(&old, "uid");
-            if uid != actual {
+        let preconditions = [
+            (&opts.uid, "uid", "UID", "deleted and then recreated"),
+            (
+                &opts.resource_version,
+                "resourceVersion",
+                "ResourceVersion",
+                "modified",
+            ),
+        ];
+        for (wanted, field, name, since) in preconditions {
+            let actual = meta_str(&old, field);
+            if let Some(wanted) = wanted
+                && wanted != actual
+            {
                 // as kube-apiserver's rest.BeforeDelete: the group and *kind*, not resource
                 return Err(ApiError::conflict(
                     &def.group,
                     &def.kind,
                     &key.1,
                     &format!(
-                        "the UID in the precondition ({uid}) does not match the UID in record ({actual}). The object might have been deleted and then recreated"
-                    ),
-                ));
-            }
-        }
-        if let Some(rv) = &opts.resource_version {
-            let actual = meta_str(&old, "resourceVersion");
-            if rv != actual {
-                return Err(ApiError::conflict(
-                    &def.group,
-                    &def.kind,
-                    &key.1,
-                    &format!(
-                        "the ResourceVersion in the precondition ({rv}) does not match the ResourceVersion in record ({actual}). The object might have been modified"
+                        "the {name} in the precondition ({wanted}) does not match the {name} in record ({actual}). The object might have been {since}"
                     ),
                 ));
             }
