@@ -132,12 +132,16 @@ impl State {
         Some(old)
     }
 
-    fn orphan_dependents(&mut self, uid: &str) {
-        let deps: Vec<(Gr, ObjKey)> = self
-            .dependents
+    /// The objects that name `uid` as an owner.
+    fn dependents_of(&self, uid: &str) -> Vec<(Gr, ObjKey)> {
+        self.dependents
             .get(uid)
             .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default();
+            .unwrap_or_default()
+    }
+
+    fn orphan_dependents(&mut self, uid: &str) {
+        let deps = self.dependents_of(uid);
         for (gr, key) in deps {
             if let Some(obj) = self.get(&gr, &key) {
                 let mut new = (*obj).clone();
@@ -219,11 +223,7 @@ impl State {
             }
             match f {
                 Followup::OwnerGone(uid) => {
-                    let deps: Vec<(Gr, ObjKey)> = self
-                        .dependents
-                        .get(&uid)
-                        .map(|s| s.iter().cloned().collect())
-                        .unwrap_or_default();
+                    let deps = self.dependents_of(&uid);
                     for (gr, key) in deps {
                         let Some(obj) = self.get(&gr, &key) else {
                             continue;
@@ -246,11 +246,7 @@ impl State {
                     }
                 }
                 Followup::Foreground(uid) => {
-                    let deps: Vec<(Gr, ObjKey)> = self
-                        .dependents
-                        .get(&uid)
-                        .map(|s| s.iter().cloned().collect())
-                        .unwrap_or_default();
+                    let deps = self.dependents_of(&uid);
                     for (gr, key) in deps {
                         if let Some(def) = self.def(&gr) {
                             self.delete_object(
