@@ -147,8 +147,12 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Saves the store now (off the async runtime: serialising and fsync block).
+/// Saves the store now (off the async runtime: serialising and fsync block). Saves never overlap:
+/// two at once (the debounced saver and a save on demand) shared the temporary file, and the
+/// second rename found it gone; serialised, the later snapshot is also the one that stays.
 pub async fn save(store: &Store, path: &Path) -> Result<(), Error> {
+    static SAVING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one_at_a_time = SAVING.lock().await;
     let contents = store.contents();
     let path: PathBuf = path.to_path_buf();
     let target = path.clone();
