@@ -2,7 +2,9 @@
 //! okms-operator: a Kubernetes operator for OVHcloud OKMS Secret Manager.
 //!
 //! `crd` holds the resource types, `okms` the OKMS API client, `controller` the reconcilers;
-//! `render` and `controller::plan` are the pure decisions, unit-tested without any server.
+//! the decisions are pure and unit-tested without any server: `controller::validate`,
+//! `controller::plan` (tested from fixtures), `render`, `isolation` and `consent`.
+//! ARCHITECTURE.md maps the modules.
 
 pub mod config;
 pub mod consent;

@@ -62,10 +62,10 @@ const fn operator_ns(
 /// Everything the operator calls, and nothing more.
 pub const RULES: &[Rule] = &[
     // controller/run.rs: `watcher(Api<OkmsSecret>)` (list + watch) feeds the OkmsSecret
-    // controller; okms_secret.rs `patch_finalizers` merge-patches metadata.finalizers. The
+    // controller; apply.rs `patch_finalizers` merge-patches metadata.finalizers. The
     // controller works from its reflector cache: no `get`.
     cluster("okms.dev", "okmssecrets", &["list", "watch", "patch"]),
-    // okms_secret.rs `write_status`: server-side apply of the status subresource.
+    // report.rs `write_status`: server-side apply of the status subresource.
     cluster("okms.dev", "okmssecrets/status", &["patch"]),
     // connection.rs `fetch` (get_opt on a cache miss); run.rs `.watches(OkmsConnection)` and
     // the connection `Controller::new` (list + watch); patch: connection.rs `apply_in_use`
@@ -86,18 +86,18 @@ pub const RULES: &[Rule] = &[
     ),
     // connection.rs `reconcile_connection`: merge patch of the status subresource.
     cluster("okms.dev", "clusterokmsconnections/status", &["patch"]),
-    // get: okms_secret.rs (source and current target, get_opt), connection.rs (credential
+    // get: dereference.rs (source and current target, get_opt), connection.rs (credential
     // Secrets), hmac.rs (the key Secret); list + watch: run.rs metadata-only watchers of target
-    // and source Secrets; patch + create: okms_secret.rs server-side apply of target Secrets (an
+    // and source Secrets; patch + create: apply.rs server-side apply of target Secrets (an
     // apply that creates the object is authorized as `patch` and then `create` by the real API
     // server; the kube-emulator authorizes nothing, kube-envtest's real-RBAC run showed it).
     cluster("", "secrets", &["get", "list", "watch", "patch", "create"]),
     // connection.rs `check_allowed`: the namespace's labels for ClusterOkmsConnection
     // allowedNamespaces selectors (get_opt).
     cluster("", "namespaces", &["get"]),
-    // controller/context.rs `Recorder`: creates events.k8s.io/v1 Events (never updates them).
+    // controller/recorder.rs `Recorder`: creates events.k8s.io/v1 Events (never updates them).
     cluster("events.k8s.io", "events", &["create"]),
-    // okms_secret.rs `restart_one`: reads the workload's metadata (its opt-in annotation), then
+    // apply.rs `restart_one`: reads the workload's metadata (its opt-in annotation), then
     // merge-patches the pod template's restartedAt annotation.
     cluster("apps", "deployments", &["get", "patch"]),
     cluster("apps", "statefulsets", &["get", "patch"]),

@@ -789,29 +789,7 @@ impl<'d, 'w> Analyzer<'d, 'w> {
                     Abs::Bound(s) => Abs::Bound(Size::opaque(s.bytes)),
                 })
             }
-            E::GetItem(g) => {
-                let base = self.expr(&g.expr)?;
-                self.expr(&g.subscript_expr)?;
-                let known = match (&base, &g.subscript_expr) {
-                    (Abs::Known(v), E::Const(c)) => {
-                        if let Some(k) = c.value.as_str() {
-                            Some(v.get(k))
-                        } else {
-                            c.value
-                                .as_i64()
-                                .map(|i| usize::try_from(i).ok().and_then(|i| v.get(i)))
-                        }
-                    }
-                    _ => None,
-                };
-                Ok(match known {
-                    Some(Some(v)) => Abs::Known(v),
-                    _ => {
-                        let s = self.size(base);
-                        Abs::Bound(Size::opaque(s.bytes))
-                    }
-                })
-            }
+            E::GetItem(g) => self.get_item(g),
             E::Slice(s) => {
                 let base = self.expr(&s.expr)?;
                 for part in [&s.start, &s.stop, &s.step].into_iter().flatten() {
@@ -852,37 +830,68 @@ impl<'d, 'w> Analyzer<'d, 'w> {
             E::BinOp(b) => self.bin_op(b),
             E::Filter(f) => self.filter(f),
             E::Call(c) => self.call(c),
-            E::List(l) => {
-                let mut total = Size {
-                    items: l.items.len() as u64,
-                    item_flat: true,
-                    ..Size::default()
-                };
-                for item in &l.items {
-                    let v = self.expr(item)?;
-                    let s = self.size(v);
-                    total.bytes = total.bytes.saturating_add(s.bytes + 1);
-                    total.item = total.item.max(s.bytes);
-                    total.item_flat &= s.flat;
-                }
-                self.built(l.span(), total)
-            }
-            E::Map(m) => {
-                let mut bytes = 0u64;
-                let mut item = 0u64;
-                for (k, v) in m.keys.iter().zip(&m.values) {
-                    let k = self.expr(k)?;
-                    let k = self.size(k);
-                    let v = self.expr(v)?;
-                    let v = self.size(v);
-                    bytes = bytes.saturating_add(k.bytes + v.bytes + 1);
-                    item = item.max(k.bytes);
-                }
-                let mut size = Size::opaque(bytes);
-                (size.items, size.item) = (m.keys.len() as u64, item);
-                self.built(m.span(), size)
-            }
+            E::List(l) => self.list(l),
+            E::Map(m) => self.map(m),
         }
+    }
+
+    /// `base[subscript]`: the known value when both are known, else a bound of the base's size.
+    fn get_item(&mut self, g: &ast::Spanned<ast::GetItem<'_>>) -> Result<Abs<'d>, Refusal> {
+        let base = self.expr(&g.expr)?;
+        self.expr(&g.subscript_expr)?;
+        let known = match (&base, &g.subscript_expr) {
+            (Abs::Known(v), ast::Expr::Const(c)) => {
+                if let Some(k) = c.value.as_str() {
+                    Some(v.get(k))
+                } else {
+                    c.value
+                        .as_i64()
+                        .map(|i| usize::try_from(i).ok().and_then(|i| v.get(i)))
+                }
+            }
+            _ => None,
+        };
+        Ok(match known {
+            Some(Some(v)) => Abs::Known(v),
+            _ => {
+                let s = self.size(base);
+                Abs::Bound(Size::opaque(s.bytes))
+            }
+        })
+    }
+
+    /// A list literal: the sum of its items' sizes.
+    fn list(&mut self, l: &ast::Spanned<ast::List<'_>>) -> Result<Abs<'d>, Refusal> {
+        let mut total = Size {
+            items: l.items.len() as u64,
+            item_flat: true,
+            ..Size::default()
+        };
+        for item in &l.items {
+            let v = self.expr(item)?;
+            let s = self.size(v);
+            total.bytes = total.bytes.saturating_add(s.bytes + 1);
+            total.item = total.item.max(s.bytes);
+            total.item_flat &= s.flat;
+        }
+        self.built(l.span(), total)
+    }
+
+    /// A map literal: the sum of its keys' and values' sizes.
+    fn map(&mut self, m: &ast::Spanned<ast::Map<'_>>) -> Result<Abs<'d>, Refusal> {
+        let mut bytes = 0u64;
+        let mut item = 0u64;
+        for (k, v) in m.keys.iter().zip(&m.values) {
+            let k = self.expr(k)?;
+            let k = self.size(k);
+            let v = self.expr(v)?;
+            let v = self.size(v);
+            bytes = bytes.saturating_add(k.bytes + v.bytes + 1);
+            item = item.max(k.bytes);
+        }
+        let mut size = Size::opaque(bytes);
+        (size.items, size.item) = (m.keys.len() as u64, item);
+        self.built(m.span(), size)
     }
 
     fn bin_op(&mut self, b: &ast::Spanned<ast::BinOp<'_>>) -> Result<Abs<'d>, Refusal> {

@@ -597,11 +597,53 @@ where
             .map_err(Error::from),
         Err(e) => Err(e),
     };
+    write_probe_status(&*obj, &ctx, &outcome).await?;
+    let reason = match &outcome {
+        Ok(()) => Reason::Connected,
+        Err(e) => e.reason(),
+    };
+    ctx.metrics
+        .reconciled(K::KIND_NAME, reason, outcome.is_ok(), started.elapsed());
+    match outcome {
+        Ok(()) => {
+            ctx.connections.probe_succeeded(&key);
+            info!(connection = %fetched.display(), "connection ready");
+            let jitter = 0.9 + 0.2 * rand::random::<f64>();
+            Ok(Action::requeue(
+                ctx.config.connection_probe_interval.mul_f64(jitter),
+            ))
+        }
+        Err(e) => {
+            let mut wait = ctx.connections.probe_failed(&key, obj.meta().generation);
+            if let Error::Okms(o) = &e
+                && let Some(after) = o.retry_after()
+            {
+                wait = wait.max(after.min(PROBE_BACKOFF_MAX));
+            }
+            warn!(connection = %fetched.display(), reason = %e.reason(), error = %e, next_probe_in = ?wait, "connection not ready");
+            Ok(Action::requeue(wait))
+        }
+    }
+}
+
+/// Writes a probe's outcome into the connection's status: conditions, and the probe time only
+/// when it is older than half a probe interval (a status write wakes this controller again:
+/// only what changed is written).
+async fn write_probe_status<K>(obj: &K, ctx: &Context, outcome: &Result<(), Error>) -> Result<()>
+where
+    K: Resource<DynamicType = ()>
+        + ConnectionObject
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let namespace = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
     let previous = obj.connection_status().cloned().unwrap_or_default();
     let mut st = previous.clone();
     let now = Utc::now();
     let generation = obj.meta().generation;
-    match &outcome {
+    match outcome {
         Ok(()) => status::ready(
             &mut st.conditions,
             Reason::Connected,
@@ -620,8 +662,6 @@ where
     }
     st.observed_generation = generation;
     st.last_probe_time = Some(now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-    // a status write wakes this controller again: write only what changed, and the probe time
-    // only when it is older than half a probe interval
     let probe_is_recent = previous
         .last_probe_time
         .as_deref()
@@ -638,32 +678,7 @@ where
         api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
     }
-    let reason = match &outcome {
-        Ok(()) => Reason::Connected,
-        Err(e) => e.reason(),
-    };
-    ctx.metrics
-        .reconciled(K::KIND_NAME, reason, outcome.is_ok(), started.elapsed());
-    match outcome {
-        Ok(()) => {
-            ctx.connections.probe_succeeded(&key);
-            info!(connection = %fetched.display(), "connection ready");
-            let jitter = 0.9 + 0.2 * rand::random::<f64>();
-            Ok(Action::requeue(
-                ctx.config.connection_probe_interval.mul_f64(jitter),
-            ))
-        }
-        Err(e) => {
-            let mut wait = ctx.connections.probe_failed(&key, generation);
-            if let Error::Okms(o) = &e
-                && let Some(after) = o.retry_after()
-            {
-                wait = wait.max(after.min(PROBE_BACKOFF_MAX));
-            }
-            warn!(connection = %fetched.display(), reason = %e.reason(), error = %e, next_probe_in = ?wait, "connection not ready");
-            Ok(Action::requeue(wait))
-        }
-    }
+    Ok(())
 }
 
 /// The condition message of a failed probe: stable from one probe to the next (the alternate

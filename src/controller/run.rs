@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
@@ -195,93 +195,29 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
     let ns = ctx.config.namespace.clone();
     let ns = ns.as_deref();
     let concurrency = ControllerConfig::default().concurrency(ctx.config.concurrency);
-
-    // OkmsSecrets, decoded and cached without managedFields (they are most of an object's size)
-    let mut wc = watcher::Config::default();
-    if let Some(sel) = &ctx.config.selector {
-        wc = wc.labels(sel);
-    }
-    // ready (`/readyz`) once each of the four watches below has listed once
+    // ready (`/readyz`) once each of the four watches of the OkmsSecret controller has listed once
     let readiness = Arc::new(Readiness {
         health: ctx.health.clone(),
         left: AtomicUsize::new(4),
     });
     let (reader, writer) = reflector::store::<OkmsSecret>();
-    let seen = ctx.clone();
-    let okms_secrets = watcher(namespaced::<Lean<OkmsSecret>>(&client, ns), wc)
-        .map_ok(lean::unwrap_event)
-        .default_backoff()
-        .modify(slim)
-        .reflect(writer)
-        .inspect(readiness.on_first_sync("OkmsSecret"))
-        .inspect(move |event| {
-            if let Ok(watcher::Event::Apply(o)) = event {
-                seen.own_writes.observed(o);
-            }
-        })
-        .applied_objects()
-        // our own status writes must not wake the controller again
-        .predicate_filter(trigger_hash, Default::default());
-
-    // Secrets: one metadata-only watch of all of them (no data is ever cached) serves three
-    // purposes. It keeps the set of existing Secret names (`SecretNames`); a change to a target
-    // (a Secret with our labels, or named as some OkmsSecret's target) triggers its owner,
-    // except the event of our own apply, so an edit, a deletion or a foreign Secret going away
-    // is acted on at once; and any Secret event triggers the OkmsSecrets that read it (reverse
-    // index), our own applies included, so chained sources follow. One watch, not one per
-    // purpose: each Secret event is serialised by the API server and decoded here once.
+    let okms_secrets = okms_secret_watch(&ctx, namespaced(&client, ns), writer, &readiness);
     // credential Secrets: an event of a Secret a connection reads re-probes that connection at
     // once (a Secret created after its connection is noticed within a second)
     let (conn_tx, conn_rx) = futures::channel::mpsc::unbounded::<ObjectRef<OkmsConnection>>();
     let (cluster_tx, cluster_rx) =
         futures::channel::mpsc::unbounded::<ObjectRef<ClusterOkmsConnection>>();
-    let on_secret = ctx.clone();
-    let cache = reader.clone();
-    let secrets = watcher(
-        namespaced::<MetaOnly<Secret>>(&client, ns),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .inspect(readiness.on_first_sync("Secret"))
-    .flat_map(move |event| {
-        let refs = match event {
-            Ok(event) => {
-                on_secret.secret_names.observe(&event);
-                if let watcher::Event::Apply(s)
-                | watcher::Event::InitApply(s)
-                | watcher::Event::Delete(s) = &event
-                {
-                    let ns = s.namespace().unwrap_or_default();
-                    for (kind, cns, cname) in on_secret
-                        .connections
-                        .connections_reading(&ns, &s.name_any())
-                    {
-                        // a closed channel means the controller is stopping: nothing to do
-                        let _ = match kind {
-                            ConnectionKind::OkmsConnection => conn_tx
-                                .unbounded_send(ObjectRef::new(&cname).within(&cns))
-                                .map_err(drop),
-                            ConnectionKind::ClusterOkmsConnection => cluster_tx
-                                .unbounded_send(ObjectRef::new(&cname))
-                                .map_err(drop),
-                        };
-                    }
-                }
-                match event {
-                    watcher::Event::Apply(s) | watcher::Event::InitApply(s) => {
-                        secret_triggers(&on_secret, &cache, &s, false)
-                    }
-                    watcher::Event::Delete(s) => secret_triggers(&on_secret, &cache, &s, true),
-                    watcher::Event::Init | watcher::Event::InitDone => vec![],
-                }
-            }
-            Err(e) => {
-                warn!(error = %e, "Secret watch failed; retrying");
-                vec![]
-            }
-        };
-        futures::stream::iter(refs)
-    });
+    let probes = Probes {
+        namespaced: conn_tx,
+        cluster: cluster_tx,
+    };
+    let secrets = secret_watch(
+        &ctx,
+        namespaced(&client, ns),
+        reader.clone(),
+        probes,
+        &readiness,
+    );
 
     // connections: only spec changes matter to OkmsSecrets (a probe's status write would
     // otherwise re-reconcile every OkmsSecret using the connection); reconciles read them from
@@ -292,26 +228,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
         namespaced: conn_reader,
         cluster: cluster_reader,
     });
-    let connections = watcher(
-        namespaced::<OkmsConnection>(&client, ns),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .modify(|c| c.metadata.managed_fields = None)
-    .reflect(conn_writer)
-    .inspect(readiness.on_first_sync("OkmsConnection"))
-    .applied_objects()
-    .predicate_filter(connection_use_trigger, Default::default());
-    let cluster_connections = watcher(
-        Api::<ClusterOkmsConnection>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .modify(|c| c.metadata.managed_fields = None)
-    .reflect(cluster_writer)
-    .inspect(readiness.on_first_sync("ClusterOkmsConnection"))
-    .applied_objects()
-    .predicate_filter(connection_use_trigger, Default::default());
+    let connections = connection_uses(namespaced(&client, ns), conn_writer, &readiness);
+    let cluster_connections = connection_uses(Api::all(client.clone()), cluster_writer, &readiness);
 
     let by_connection = ctx.clone();
     let by_cluster_connection = ctx.clone();
@@ -344,58 +262,180 @@ pub async fn run(ctx: Arc<Context>, shutdown: Shutdown) {
             }
         });
 
-    // the connection controllers: their own watches, filtered so that only a spec change (or,
-    // through `reconcile_on`, a credential Secret's change) triggers a probe
-    let (probe_reader, probe_writer) = reflector::store::<OkmsConnection>();
-    let on_connection = ctx.clone();
-    let probe_triggers = watcher(
-        namespaced::<OkmsConnection>(&client, ns),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .modify(|c| c.metadata.managed_fields = None)
-    .reflect(probe_writer)
-    .inspect(move |e| index_connection(&on_connection, e))
-    .applied_objects()
-    .predicate_filter(connection_probe_trigger, Default::default());
-    let (cluster_probe_reader, cluster_probe_writer) = reflector::store::<ClusterOkmsConnection>();
-    let on_cluster_connection = ctx.clone();
-    let cluster_probe_triggers = watcher(
-        Api::<ClusterOkmsConnection>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .modify(|c| c.metadata.managed_fields = None)
-    .reflect(cluster_probe_writer)
-    .inspect(move |e| index_connection(&on_cluster_connection, e))
-    .applied_objects()
-    .predicate_filter(connection_probe_trigger, Default::default());
-
-    let connection_controller = Controller::for_stream(probe_triggers, probe_reader)
-        .with_config(concurrency.clone())
-        .reconcile_on(conn_rx)
-        .graceful_shutdown_on(stopped(shutdown.clone()))
-        .run(
-            reconcile_connection::<OkmsConnection>,
-            connection_error_policy,
-            ctx.clone(),
-        )
-        .for_each(|_| async {});
-    let cluster_connection_controller =
-        Controller::for_stream(cluster_probe_triggers, cluster_probe_reader)
-            .with_config(concurrency)
-            .reconcile_on(cluster_rx)
-            .graceful_shutdown_on(stopped(shutdown))
-            .run(
-                reconcile_connection::<ClusterOkmsConnection>,
-                connection_error_policy,
-                ctx.clone(),
-            )
-            .for_each(|_| async {});
-
     tokio::join!(
         secrets_controller,
-        connection_controller,
-        cluster_connection_controller
+        probe_controller(
+            ctx.clone(),
+            namespaced::<OkmsConnection>(&client, ns),
+            conn_rx,
+            concurrency.clone(),
+            shutdown.clone(),
+        ),
+        probe_controller(
+            ctx.clone(),
+            Api::<ClusterOkmsConnection>::all(client.clone()),
+            cluster_rx,
+            concurrency,
+            shutdown,
+        )
     );
+}
+
+/// OkmsSecrets, decoded and cached without managedFields (they are most of an object's size),
+/// passed on when something that calls for a reconcile changed (not our own status writes).
+fn okms_secret_watch(
+    ctx: &Arc<Context>,
+    api: Api<Lean<OkmsSecret>>,
+    writer: reflector::store::Writer<OkmsSecret>,
+    readiness: &Arc<Readiness>,
+) -> impl Stream<Item = Result<OkmsSecret, watcher::Error>> + use<> {
+    let mut config = watcher::Config::default();
+    if let Some(sel) = &ctx.config.selector {
+        config = config.labels(sel);
+    }
+    let seen = ctx.clone();
+    watcher(api, config)
+        .map_ok(lean::unwrap_event)
+        .default_backoff()
+        .modify(slim)
+        .reflect(writer)
+        .inspect(readiness.on_first_sync("OkmsSecret"))
+        .inspect(move |event| {
+            if let Ok(watcher::Event::Apply(o)) = event {
+                seen.own_writes.observed(o);
+            }
+        })
+        .applied_objects()
+        // our own status writes must not wake the controller again
+        .predicate_filter(trigger_hash, Default::default())
+}
+
+/// Where a credential Secret's change asks for a connection probe.
+struct Probes {
+    namespaced: futures::channel::mpsc::UnboundedSender<ObjectRef<OkmsConnection>>,
+    cluster: futures::channel::mpsc::UnboundedSender<ObjectRef<ClusterOkmsConnection>>,
+}
+
+/// Secrets: one metadata-only watch of all of them (no data is ever cached) serves three
+/// purposes. It keeps the set of existing Secret names (`SecretNames`); a change to a target (a
+/// Secret with our labels, or named as some OkmsSecret's target) triggers its owner, except the
+/// event of our own apply, so an edit, a deletion or a foreign Secret going away is acted on at
+/// once; and any Secret event triggers the OkmsSecrets that read it (reverse index), our own
+/// applies included, so chained sources follow. One watch, not one per purpose: each Secret
+/// event is serialised by the API server and decoded here once. It also asks for a probe of the
+/// connections that read a Secret that changed.
+fn secret_watch(
+    ctx: &Arc<Context>,
+    api: Api<MetaOnly<Secret>>,
+    cache: Store<OkmsSecret>,
+    probes: Probes,
+    readiness: &Arc<Readiness>,
+) -> impl Stream<Item = ObjectRef<OkmsSecret>> + use<> {
+    let ctx = ctx.clone();
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .inspect(readiness.on_first_sync("Secret"))
+        .flat_map(move |event| {
+            let refs = match event {
+                Ok(event) => {
+                    ctx.secret_names.observe(&event);
+                    match event {
+                        watcher::Event::Apply(s) | watcher::Event::InitApply(s) => {
+                            probe_readers(&ctx, &probes, &s);
+                            secret_triggers(&ctx, &cache, &s, false)
+                        }
+                        watcher::Event::Delete(s) => {
+                            probe_readers(&ctx, &probes, &s);
+                            secret_triggers(&ctx, &cache, &s, true)
+                        }
+                        watcher::Event::Init | watcher::Event::InitDone => vec![],
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "Secret watch failed; retrying");
+                    vec![]
+                }
+            };
+            futures::stream::iter(refs)
+        })
+}
+
+/// Asks for a probe of every connection that reads `s` (credentials or CA).
+fn probe_readers(ctx: &Context, probes: &Probes, s: &MetaOnly<Secret>) {
+    let ns = s.namespace().unwrap_or_default();
+    for (kind, cns, cname) in ctx.connections.connections_reading(&ns, &s.name_any()) {
+        // a closed channel means the controller is stopping: nothing to do
+        let _ = match kind {
+            ConnectionKind::OkmsConnection => probes
+                .namespaced
+                .unbounded_send(ObjectRef::new(&cname).within(&cns))
+                .map_err(drop),
+            ConnectionKind::ClusterOkmsConnection => probes
+                .cluster
+                .unbounded_send(ObjectRef::new(&cname))
+                .map_err(drop),
+        };
+    }
+}
+
+/// The connections of one kind, as the OkmsSecret controller sees them: cached for the
+/// reconciles, passed on when their spec or readiness changes.
+fn connection_uses<K>(
+    api: Api<K>,
+    writer: reflector::store::Writer<K>,
+    readiness: &Arc<Readiness>,
+) -> impl Stream<Item = Result<K, watcher::Error>> + use<K>
+where
+    K: Resource<DynamicType = ()>
+        + ConnectionObject
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(|c| c.meta_mut().managed_fields = None)
+        .reflect(writer)
+        .inspect(readiness.on_first_sync(K::KIND_NAME))
+        .applied_objects()
+        .predicate_filter(connection_use_trigger, Default::default())
+}
+
+/// The controller that probes the connections of one kind: its own watch, filtered so that only
+/// a spec change (or, through `requests`, a credential Secret's change) triggers a probe.
+async fn probe_controller<K>(
+    ctx: Arc<Context>,
+    api: Api<K>,
+    requests: futures::channel::mpsc::UnboundedReceiver<ObjectRef<K>>,
+    concurrency: ControllerConfig,
+    shutdown: Shutdown,
+) where
+    K: Resource<DynamicType = ()>
+        + ConnectionObject
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store::<K>();
+    let indexer = ctx.clone();
+    let triggers = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(|c| c.meta_mut().managed_fields = None)
+        .reflect(writer)
+        .inspect(move |e| index_connection(&indexer, e))
+        .applied_objects()
+        .predicate_filter(connection_probe_trigger, Default::default());
+    Controller::for_stream(triggers, reader)
+        .with_config(concurrency)
+        .reconcile_on(requests)
+        .graceful_shutdown_on(stopped(shutdown))
+        .run(reconcile_connection::<K>, connection_error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
 }

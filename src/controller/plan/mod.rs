@@ -5,7 +5,7 @@
 //! ([`Step::Read`]: the version's data only when the cheap check says so, the version list only
 //! when the current version is inactive), make one remote write ([`Step::Write`]), or — everything
 //! known — the [`Plan`]: which version to mirror, the data for the target Secret, whether a change
-//! restarts consumers, the status, reason, message and events. The driver (`okms_secret::sync`)
+//! restarts consumers, the status, reason, message and events. The driver (`okms_secret`)
 //! carries out each step, records its answer in the facts and asks again, so the OKMS calls come
 //! one at a time in the order of DESIGN.md §4, and a lost check-and-set is planned again from the
 //! fresh state. The sub-modules hold the rules the plan applies: [`remote`] (owner records,
