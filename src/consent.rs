@@ -180,19 +180,15 @@ mod tests {
     #[test]
     fn a_target_is_written_only_when_ours_or_consenting() {
         use crate::reason::Reason;
+        let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
         let meta = |labels: &[(&str, &str)], annotations: &[(&str, &str)]| ObjectMeta {
-            labels: Some(
-                labels
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            ),
-            annotations: Some(
-                annotations
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            ),
+            labels: Some(map(labels)),
+            annotations: Some(map(annotations)),
             ..Default::default()
         };
         let ours = meta(

@@ -33,29 +33,22 @@ impl Rule {
     }
 }
 
-const fn cluster(
-    api_group: &'static str,
-    resource: &'static str,
-    verbs: &'static [&'static str],
-) -> Rule {
-    Rule {
-        api_group,
-        resource,
-        verbs,
-        scope: Scope::Cluster,
-    }
+type Verbs = &'static [&'static str];
+
+const fn cluster(api_group: &'static str, resource: &'static str, verbs: Verbs) -> Rule {
+    rule(Scope::Cluster, api_group, resource, verbs)
 }
 
-const fn operator_ns(
-    api_group: &'static str,
-    resource: &'static str,
-    verbs: &'static [&'static str],
-) -> Rule {
+const fn operator_ns(api_group: &'static str, resource: &'static str, verbs: Verbs) -> Rule {
+    rule(Scope::OperatorNamespace, api_group, resource, verbs)
+}
+
+const fn rule(scope: Scope, api_group: &'static str, resource: &'static str, verbs: Verbs) -> Rule {
     Rule {
         api_group,
         resource,
         verbs,
-        scope: Scope::OperatorNamespace,
+        scope,
     }
 }
 

@@ -558,14 +558,10 @@ fn secret_key<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
 // ---- connection reconciler --------------------------------------------------------------------
 
 /// Reconciles either connection kind: resolve credentials, probe `GET /v2/secretConfig`, report.
-pub async fn reconcile_connection<K>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error>
-where
-    K: Resource<DynamicType = ()>
-        + ConnectionObject
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
+pub async fn reconcile_connection<K: ConnectionObject>(
+    obj: Arc<K>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
     if obj.meta().deletion_timestamp.is_some() {
         // no probe, and the cached client stays for the cleanups still to run
         return Ok(release_when_unused(&*obj, &ctx)
@@ -629,14 +625,11 @@ where
 /// Writes a probe's outcome into the connection's status: conditions, and the probe time only
 /// when it is older than half a probe interval (a status write wakes this controller again:
 /// only what changed is written).
-async fn write_probe_status<K>(obj: &K, ctx: &Context, outcome: &Result<(), Error>) -> Result<()>
-where
-    K: Resource<DynamicType = ()>
-        + ConnectionObject
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
+async fn write_probe_status<K: ConnectionObject>(
+    obj: &K,
+    ctx: &Context,
+    outcome: &Result<(), Error>,
+) -> Result<()> {
     let namespace = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
     let previous = obj.connection_status().cloned().unwrap_or_default();
@@ -694,8 +687,16 @@ pub fn connection_error_policy<K>(_obj: Arc<K>, _err: &Error, _ctx: Arc<Context>
     ))
 }
 
-/// Access to the parts both connection kinds share.
-pub trait ConnectionObject: Sized {
+/// Access to the parts both connection kinds share, and what the controllers need of a kind.
+pub trait ConnectionObject:
+    Resource<DynamicType = ()>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
     const KIND_NAME: &'static str;
     fn api(client: &kube::Client, namespace: &str) -> Api<Self>;
     fn connection_kind() -> ConnectionKind;
@@ -703,37 +704,31 @@ pub trait ConnectionObject: Sized {
     fn connection_status(&self) -> Option<&ConnectionStatus>;
 }
 
-impl ConnectionObject for OkmsConnection {
-    const KIND_NAME: &'static str = "OkmsConnection";
-    fn api(client: &kube::Client, namespace: &str) -> Api<Self> {
-        Api::namespaced(client.clone(), namespace)
-    }
-    fn connection_kind() -> ConnectionKind {
-        ConnectionKind::OkmsConnection
-    }
-    fn connection_spec(&self) -> &ConnectionSpec {
-        &self.spec.connection
-    }
-    fn connection_status(&self) -> Option<&ConnectionStatus> {
-        self.status.as_ref()
-    }
+/// `ConnectionObject` for a kind named like its `ConnectionKind`, with `$api` its `Api`.
+macro_rules! connection_object {
+    ($kind:ident, $api:expr) => {
+        impl ConnectionObject for $kind {
+            const KIND_NAME: &'static str = stringify!($kind);
+            fn api(client: &kube::Client, namespace: &str) -> Api<Self> {
+                $api(client.clone(), namespace)
+            }
+            fn connection_kind() -> ConnectionKind {
+                ConnectionKind::$kind
+            }
+            fn connection_spec(&self) -> &ConnectionSpec {
+                &self.spec.connection
+            }
+            fn connection_status(&self) -> Option<&ConnectionStatus> {
+                self.status.as_ref()
+            }
+        }
+    };
 }
 
-impl ConnectionObject for ClusterOkmsConnection {
-    const KIND_NAME: &'static str = "ClusterOkmsConnection";
-    fn api(client: &kube::Client, _namespace: &str) -> Api<Self> {
-        Api::all(client.clone())
-    }
-    fn connection_kind() -> ConnectionKind {
-        ConnectionKind::ClusterOkmsConnection
-    }
-    fn connection_spec(&self) -> &ConnectionSpec {
-        &self.spec.connection
-    }
-    fn connection_status(&self) -> Option<&ConnectionStatus> {
-        self.status.as_ref()
-    }
-}
+connection_object!(OkmsConnection, Api::namespaced);
+connection_object!(ClusterOkmsConnection, |client, _namespace: &str| Api::all(
+    client
+));
 
 /// Puts the in-use finalizer on a connection (server-side apply of that one list entry under a
 /// field manager of its own, so other finalizers are kept).
@@ -784,10 +779,10 @@ async fn apply_in_use(
 
 /// A terminating connection lets go of its in-use finalizer once no OkmsSecret using it still
 /// has a cleanup to do; until then it is looked at again every few seconds.
-async fn release_when_unused<K>(obj: &K, ctx: &Context) -> Result<Option<Action>>
-where
-    K: Resource<DynamicType = ()> + ConnectionObject,
-{
+async fn release_when_unused<K: ConnectionObject>(
+    obj: &K,
+    ctx: &Context,
+) -> Result<Option<Action>> {
     if !obj.finalizers().iter().any(|f| f == IN_USE_FINALIZER) {
         return Ok(None);
     }
@@ -814,10 +809,11 @@ where
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn spec(endpoint: &str, extra: serde_json::Value) -> ConnectionSpec {
+    /// A connection spec with a token and a CA from Secrets of namespace `other`, and `extra`.
+    pub(crate) fn spec(endpoint: &str, extra: serde_json::Value) -> ConnectionSpec {
         let mut v = serde_json::json!({
             "endpoint": endpoint, "okmsId": "8a3e5b6c-0000-4000-8000-000000000001",
             "auth": {"token": {"secretRef": {"name": "t", "key": "token", "namespace": "other"}}},

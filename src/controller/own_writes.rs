@@ -209,8 +209,7 @@ mod tests {
 
     #[test]
     fn a_copy_older_than_our_status_write_is_stale() {
-        let own = OwnWrites::default();
-        let a = ObjectRef::<OkmsSecret>::new("a").within("ns");
+        let (own, a) = (OwnWrites::default(), ObjectRef::new("a").within("ns"));
         assert!(!own.is_stale(&a, Some("5")), "nothing written yet");
         own.remember_status(&a, "10");
         assert!(own.is_stale(&a, Some("9")));

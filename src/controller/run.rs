@@ -380,21 +380,11 @@ fn probe_readers(ctx: &Context, probes: &Probes, s: &MetaOnly<Secret>) {
 
 /// The connections of one kind, as the OkmsSecret controller sees them: cached for the
 /// reconciles, passed on when their spec or readiness changes.
-fn connection_uses<K>(
+fn connection_uses<K: ConnectionObject>(
     api: Api<K>,
     writer: reflector::store::Writer<K>,
     readiness: &Arc<Readiness>,
-) -> impl Stream<Item = Result<K, watcher::Error>> + use<K>
-where
-    K: Resource<DynamicType = ()>
-        + ConnectionObject
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
+) -> impl Stream<Item = Result<K, watcher::Error>> + use<K> {
     watcher(api, watcher::Config::default())
         .default_backoff()
         .modify(|c| c.meta_mut().managed_fields = None)
@@ -406,22 +396,13 @@ where
 
 /// The controller that probes the connections of one kind: its own watch, filtered so that only
 /// a spec change (or, through `requests`, a credential Secret's change) triggers a probe.
-async fn probe_controller<K>(
+async fn probe_controller<K: ConnectionObject>(
     ctx: Arc<Context>,
     api: Api<K>,
     requests: futures::channel::mpsc::UnboundedReceiver<ObjectRef<K>>,
     concurrency: ControllerConfig,
     shutdown: Shutdown,
-) where
-    K: Resource<DynamicType = ()>
-        + ConnectionObject
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
+) {
     let (reader, writer) = reflector::store::<K>();
     let indexer = ctx.clone();
     let triggers = watcher(api, watcher::Config::default())

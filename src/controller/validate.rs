@@ -207,11 +207,17 @@ pub fn connection(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::connection::tests::spec as connection_spec;
     use crate::controller::plan::{create_settings, jittered, owner_record, settings_drift};
     use crate::crd::{ConnectionRef, Source, SourceSecretRef};
     use crate::okms::SecretMetadata;
     use crate::reason::Reason;
     use serde_json::json;
+
+    /// Why `okms_secret` refuses `s` (no status), if it does.
+    fn refusal(s: &OkmsSecretSpec) -> Option<Reason> {
+        okms_secret(s, None).err().map(|e| e.reason())
+    }
 
     fn spec(path: &str) -> OkmsSecretSpec {
         serde_json::from_value(json!({"connectionRef": {"name": "c"}, "path": path})).unwrap()
@@ -288,16 +294,10 @@ mod tests {
             inline: None,
             generate: None,
         });
-        assert_eq!(
-            okms_secret(&s, None).unwrap_err().reason(),
-            Reason::InvalidSpec
-        );
+        assert_eq!(refusal(&s), Some(Reason::InvalidSpec));
         s.version = None;
         s.source.as_mut().unwrap().inline = Some(Default::default());
-        assert_eq!(
-            okms_secret(&s, None).unwrap_err().reason(),
-            Reason::InvalidSpec
-        );
+        assert_eq!(refusal(&s), Some(Reason::InvalidSpec));
         let _ = ConnectionRef {
             kind: None,
             name: "c".into(),
@@ -308,25 +308,16 @@ mod tests {
     fn durations_are_bounded() {
         let mut s = spec("p");
         s.refresh_interval = Some("99999999999999999d".into());
-        assert_eq!(
-            okms_secret(&s, None).unwrap_err().reason(),
-            Reason::InvalidSpec
-        );
+        assert_eq!(refusal(&s), Some(Reason::InvalidSpec));
         s.refresh_interval = Some("366d".into());
-        assert_eq!(
-            okms_secret(&s, None).unwrap_err().reason(),
-            Reason::InvalidSpec
-        );
+        assert_eq!(refusal(&s), Some(Reason::InvalidSpec));
         s.refresh_interval = Some("365d".into());
         assert!(okms_secret(&s, None).is_ok());
         s.remote = Some(RemoteSettings {
             deactivate_version_after: Some("250ms".into()),
             ..Default::default()
         });
-        assert_eq!(
-            okms_secret(&s, None).unwrap_err().reason(),
-            Reason::InvalidSpec
-        );
+        assert_eq!(refusal(&s), Some(Reason::InvalidSpec));
     }
 
     #[test]
@@ -340,22 +331,7 @@ mod tests {
             )])),
             ..Default::default()
         });
-        assert_eq!(
-            okms_secret(&s, None).unwrap_err().reason(),
-            Reason::InvalidSpec
-        );
-    }
-
-    fn connection_spec(endpoint: &str, extra: serde_json::Value) -> ConnectionSpec {
-        let mut v = serde_json::json!({
-            "endpoint": endpoint, "okmsId": "8a3e5b6c-0000-4000-8000-000000000001",
-            "auth": {"token": {"secretRef": {"name": "t", "key": "token", "namespace": "other"}}},
-            "caSecretRef": {"name": "ca", "key": "ca.pem", "namespace": "other"}
-        });
-        if let (Some(v), Some(extra)) = (v.as_object_mut(), extra.as_object()) {
-            v.extend(extra.clone());
-        }
-        serde_json::from_value(v).unwrap()
+        assert_eq!(refusal(&s), Some(Reason::InvalidSpec));
     }
 
     #[test]
