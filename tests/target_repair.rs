@@ -30,24 +30,19 @@ async fn deleted_or_edited_target_is_repaired() {
         .delete("app-creds", &DeleteParams::default())
         .await
         .unwrap();
-    env.wait("target recreated", || async {
+    let restored = || async {
         env.target("app-creds")
             .await
             .filter(|t| t["password"] == "inline-pw-3c")
-    })
-    .await;
+    };
+    env.wait("target recreated", restored).await;
 
     let patch = json!({"data": {"password": ByteString(b"tampered".to_vec())}});
     env.secrets()
         .patch("app-creds", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    env.wait("edited key repaired", || async {
-        env.target("app-creds")
-            .await
-            .filter(|t| t["password"] == "inline-pw-3c")
-    })
-    .await;
+    env.wait("edited key repaired", restored).await;
     // repairs come from the watch, long before the 1 h refresh, and need no new version
     assert_eq!(env.versions("repair/app-creds").await.len(), 1);
     assert!(env.okms.stats().total > okms_reads.total);

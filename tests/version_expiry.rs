@@ -20,22 +20,20 @@ async fn an_expired_version_is_written_again_and_a_rollback_is_left_alone() {
         refresh: Duration::from_secs(1),
     })
     .await;
-    env.put_source("src-exp", &[("v", "kept")]).await;
-    env.apply_okms_secret(
-        "exp",
-        json!({"connectionRef": {"name": "okms"}, "path": "exp/db",
-               "source": {"secretRef": {"name": "src-exp"}},
-               "remote": {"deactivateVersionAfter": "1h"}}),
-    )
-    .await;
-    env.put_source("src-rolled", &[("v", "rolled")]).await;
-    env.apply_okms_secret(
-        "rolled",
-        json!({"connectionRef": {"name": "okms"}, "path": "exp/rolled",
-               "source": {"secretRef": {"name": "src-rolled"}},
-               "remote": {"deactivateVersionAfter": "1h"}}),
-    )
-    .await;
+    for (name, path, value) in [
+        ("exp", "exp/db", "kept"),
+        ("rolled", "exp/rolled", "rolled"),
+    ] {
+        let source = format!("src-{name}");
+        env.put_source(&source, &[("v", value)]).await;
+        env.apply_okms_secret(
+            name,
+            json!({"connectionRef": {"name": "okms"}, "path": path,
+                   "source": {"secretRef": {"name": source}},
+                   "remote": {"deactivateVersionAfter": "1h"}}),
+        )
+        .await;
+    }
     env.wait_ready("exp").await;
     env.wait_ready("rolled").await;
     // a second version of `rolled`, then its deactivation by hand: a rollback to version 1
@@ -64,8 +62,12 @@ async fn an_expired_version_is_written_again_and_a_rollback_is_left_alone() {
             .then_some(())
     })
     .await;
-    let o = env.wait_ready("exp").await;
-    assert_eq!(o.status.as_ref().and_then(|s| s.current_version), Some(2));
+    // Ready already holds from the first sync: wait for the status of the sync that rewrote it
+    env.wait("exp's status names version 2", || async {
+        let o = env.wait_ready("exp").await;
+        (o.status.as_ref().and_then(|s| s.current_version) == Some(2)).then_some(())
+    })
+    .await;
     assert_eq!(env.target("exp").await.expect("target")["v"], "kept");
     let events = env.events_of("exp").await;
     assert!(
