@@ -1,9 +1,11 @@
 //! The plan, tested from files: each `fixtures/*.yaml` is one call of [`next`] — the object (spec
 //! and status), what was read in Kubernetes, what OKMS answered so far — and the step expected
 //! back. A file may also describe the target write that follows (`written`) and what it means
-//! ([`target::mirrored`]). Expected values are matched as a subset (fields left out are not
-//! checked, `null` also matches an absent field); lists must match item by item. A failing case
-//! names its file; `OKMS_PRINT_PLAN=1` prints what each file actually gives.
+//! ([`target::mirrored`]), and the steps taken from no facts at all (`calls`: an idle refresh is
+//! one metadata GET). Every file is also replayed step by step from no facts, and must end the
+//! same way: the plan asks for each fact it uses. Expected values are matched as a subset (fields
+//! left out are not checked, `null` also matches an absent field); lists must match item by
+//! item. A failing case names its file; `OKMS_PRINT_PLAN=1` prints what each file gives.
 
 use std::path::{Path, PathBuf};
 
@@ -33,6 +35,10 @@ struct Fixture {
     written: Option<TargetWrite>,
     #[serde(default, rename = "expectWritten")]
     expect_written: Option<Value>,
+    /// The steps taken from no facts at all to the expected one, when they matter (the
+    /// benchmark's counts: an idle refresh is one metadata GET, a first sync one create).
+    #[serde(default)]
+    calls: Option<Vec<String>>,
 }
 
 /// What was read in Kubernetes.
@@ -82,23 +88,29 @@ fn run(path: &Path) -> Result<Value, String> {
         obj.metadata.namespace.as_deref().unwrap_or_default(),
         obj.metadata.name.as_deref().unwrap_or_default(),
     );
-    let outcome = Requests::of(obj)
-        .and_then(|requests| {
-            Inputs::new(
-                obj,
-                owner,
-                fixture.read.desired.clone(),
-                fixture.read.target.clone(),
-                requests,
-            )
-        })
-        .and_then(|inputs| next(&inputs, &fixture.facts));
-    let actual = match &outcome {
-        Ok(step) => serde_json::to_value(step).map_err(|e| format!("encode: {e}"))?,
-        Err(e) => serde_json::json!({"error": {"reason": e.reason(), "message": e.to_string()}}),
-    };
+    let (desired, target) = (fixture.read.desired.clone(), fixture.read.target.clone());
+    let inputs =
+        Requests::of(obj).and_then(|requests| Inputs::new(obj, owner, desired, target, requests));
+    let outcome = inputs
+        .as_ref()
+        .map_err(clone_error)
+        .and_then(|inputs| next(inputs, &fixture.facts));
+    let actual = outcome_value(&outcome);
     let mut problems = Vec::new();
     matches("expect", &fixture.expect, &actual, &mut problems);
+    // the same outcome step by step from no facts: the plan asks for every fact it uses, in the
+    // order the file's facts imply, and uses none it did not ask for
+    if let Ok(inputs) = &inputs {
+        let (replayed, calls) = replay(inputs, &fixture.facts);
+        if replayed != actual {
+            problems.push(format!("replayed step by step, it ends with {replayed}"));
+        }
+        if let Some(expected) = &fixture.calls
+            && *expected != calls
+        {
+            problems.push(format!("calls: expected {expected:?}, got {calls:?}"));
+        }
+    }
     if let (Ok(Step::Done(plan)), Some(w)) = (&outcome, &fixture.written) {
         let mirrored = target::mirrored(
             plan,
@@ -126,6 +138,107 @@ fn run(path: &Path) -> Result<Value, String> {
             problems.join("\n  "),
             serde_json::to_string(&actual).unwrap_or_default()
         ))
+    }
+}
+
+/// An input error, again (errors are not `Clone`; only its reason and message are compared).
+fn clone_error(e: &crate::error::Error) -> crate::error::Error {
+    match e {
+        crate::error::Error::InvalidSpec(why) => crate::error::Error::InvalidSpec(why.clone()),
+        other => crate::error::Error::Internal(other.to_string()),
+    }
+}
+
+/// A step, or an error's reason and message, as fixtures spell them.
+fn outcome_value(outcome: &Result<Step, crate::error::Error>) -> Value {
+    match outcome {
+        Ok(step) => serde_json::to_value(step).unwrap_or_default(),
+        Err(e) => serde_json::json!({"error": {"reason": e.reason(), "message": e.to_string()}}),
+    }
+}
+
+/// Plans from no facts, answering each step from `all` as long as it has the answer. Returns the
+/// last outcome and the name of each step answered.
+fn replay(inputs: &Inputs, all: &Facts) -> (Value, Vec<String>) {
+    use super::{PushRound, Read as R, Write as W};
+    let mut facts = Facts::default();
+    let mut calls = Vec::new();
+    loop {
+        let step = match next(inputs, &facts) {
+            Ok(Step::Done(plan)) => return (outcome_value(&Ok(Step::Done(plan))), calls),
+            Ok(step) => step,
+            Err(e) => return (outcome_value(&Err(e)), calls),
+        };
+        let round = facts.push.len();
+        let answered = match &step {
+            Step::Read(R::Remote { .. }) => all.remote.clone().map(|r| facts.remote = Some(r)),
+            Step::Read(R::DomainConfig) => all
+                .domain_config
+                .clone()
+                .map(|c| facts.domain_config = Some(c)),
+            Step::Read(R::Clock) => all.clock.map(|c| facts.clock = Some(c)),
+            Step::Read(R::CurrentVersion { .. }) => all.push.get(round).map(|r| {
+                facts.push.push(PushRound {
+                    current: r.current.clone(),
+                    write: None,
+                    reread: None,
+                })
+            }),
+            Step::Read(R::Reread) => all
+                .push
+                .get(round.wrapping_sub(1))
+                .and_then(|r| r.reread.clone())
+                .map(|s| {
+                    if let Some(last) = facts.push.last_mut() {
+                        last.reread = Some(s);
+                    }
+                }),
+            Step::Read(R::Versions) => all.versions.clone().map(|v| facts.versions = Some(v)),
+            Step::Read(R::DomainConfigAgain) => all
+                .domain_config_again
+                .clone()
+                .map(|c| facts.domain_config_again = Some(c)),
+            Step::Read(R::VersionData { .. }) => {
+                all.mirror_read.clone().map(|s| facts.mirror_read = Some(s))
+            }
+            Step::Write(W::Create { first: true, .. }) => all
+                .first_create
+                .clone()
+                .map(|c| facts.first_create = Some(c)),
+            Step::Write(W::Create { first: false, .. }) => {
+                all.created.clone().map(|c| facts.created = Some(c))
+            }
+            Step::Write(W::UpdateSettings { .. }) => {
+                all.settings_updated.then(|| facts.settings_updated = true)
+            }
+            Step::Write(W::Rotate { .. }) => all.rotated.clone().map(|w| facts.rotated = Some(w)),
+            Step::Write(W::Deactivate { .. }) => {
+                all.deactivated.map(|d| facts.deactivated = Some(d))
+            }
+            Step::Write(W::Push { .. }) => all
+                .push
+                .get(round.wrapping_sub(1))
+                .and_then(|r| r.write.clone())
+                .map(|w| {
+                    if let Some(last) = facts.push.last_mut() {
+                        last.write = Some(w);
+                    }
+                }),
+            Step::Done(_) => None,
+        };
+        let name = serde_json::to_value(&step)
+            .ok()
+            .and_then(|v| v.as_object().and_then(|o| o.values().next().cloned()))
+            .map(|v| match v {
+                Value::String(s) => s,
+                Value::Object(o) => o.keys().next().cloned().unwrap_or_default(),
+                _ => String::new(),
+            })
+            .unwrap_or_default();
+        if answered.is_none() {
+            return (serde_json::to_value(&step).unwrap_or_default(), calls);
+        }
+        calls.push(name);
     }
 }
 
