@@ -322,41 +322,63 @@ pub enum EndpointRefusal {
     NotAllowed(String),
 }
 
-/// Checks a connection's `endpoint` before any credential is read: its form (https, or http to
-/// a loopback host; no credentials, query or fragment) and the operator's allow-list. Returns
-/// the URL exactly as the HTTP client will use it.
+/// What is wrong with the form of an endpoint URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EndpointForm {
+    /// A user name or password in it.
+    Credentials,
+    /// A query (`?`) or fragment (`#`).
+    QueryOrFragment,
+    NoHost,
+    /// Plain http to a host that is not a loopback host.
+    PlainHttp,
+    /// Another scheme than https or http.
+    Scheme(String),
+}
+
+/// The form an endpoint must have for credentials to be sent to it: https, or http to a loopback
+/// host ([`is_loopback`]); no credentials, query or fragment. Returns whether it is plain http.
+/// The OKMS client checks it again when it is built.
+pub fn endpoint_form(url: &Url) -> Result<bool, EndpointForm> {
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(EndpointForm::Credentials);
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(EndpointForm::QueryOrFragment);
+    }
+    let host = url.host().ok_or(EndpointForm::NoHost)?;
+    match url.scheme() {
+        "https" => Ok(false),
+        "http" if is_loopback(&host) => Ok(true),
+        "http" => Err(EndpointForm::PlainHttp),
+        other => Err(EndpointForm::Scheme(other.to_string())),
+    }
+}
+
+/// Checks a connection's `endpoint` before any credential is read: its form ([`endpoint_form`])
+/// and the operator's allow-list. Returns the URL exactly as the HTTP client will use it.
 pub fn check_endpoint(endpoint: &str, allowed: &AllowedEndpoints) -> Result<Url, EndpointRefusal> {
     let invalid = |why: String| EndpointRefusal::Invalid(why);
     let url = Url::parse(endpoint)
         .map_err(|e| invalid(format!("endpoint {endpoint:?} is not a URL: {e}")))?;
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(invalid(
-            "the endpoint must not contain a user name or password".into(),
-        ));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(invalid(
-            "the endpoint must not have a query (`?`) or fragment (`#`)".into(),
-        ));
-    }
-    let host = url
-        .host()
-        .ok_or_else(|| invalid(format!("endpoint {endpoint:?} has no host")))?;
-    match url.scheme() {
-        "https" => {}
-        "http" if is_loopback(&host) => {}
-        "http" => {
-            return Err(invalid(format!(
+    endpoint_form(&url).map_err(|why| {
+        invalid(match why {
+            EndpointForm::Credentials => {
+                "the endpoint must not contain a user name or password".into()
+            }
+            EndpointForm::QueryOrFragment => {
+                "the endpoint must not have a query (`?`) or fragment (`#`)".into()
+            }
+            EndpointForm::NoHost => format!("endpoint {endpoint:?} has no host"),
+            EndpointForm::PlainHttp => format!(
                 "endpoint {url} uses plain http; https is required (http is allowed only \
                  for loopback hosts such as localhost, 127.0.0.1 or ::1)"
-            )));
-        }
-        other => {
-            return Err(invalid(format!(
-                "endpoint {url} has scheme {other:?}; https is required"
-            )));
-        }
-    }
+            ),
+            EndpointForm::Scheme(other) => {
+                format!("endpoint {url} has scheme {other:?}; https is required")
+            }
+        })
+    })?;
     allowed.check(&url).map_err(EndpointRefusal::NotAllowed)?;
     Ok(url)
 }
@@ -723,5 +745,27 @@ mod tests {
             namespace_access(Some(&named), "b"),
             NamespaceAccess::BySelector(_)
         ));
+    }
+
+    #[test]
+    fn the_endpoint_form_is_one_rule_for_the_check_and_the_client() {
+        let form = |e: &str| endpoint_form(&Url::parse(e).unwrap());
+        assert_eq!(form("https://eu-west-rbx.okms.ovh.net"), Ok(false));
+        assert_eq!(form("http://127.0.0.1:8080"), Ok(true));
+        assert_eq!(form("http://localhost.:8080"), Ok(true), "as DNS reads it");
+        assert_eq!(form("http://[::1]:8080"), Ok(true));
+        assert_eq!(form("http://okms.example"), Err(EndpointForm::PlainHttp));
+        assert_eq!(
+            form("ftp://okms.example"),
+            Err(EndpointForm::Scheme("ftp".into()))
+        );
+        assert_eq!(
+            form("https://u:p@okms.example"),
+            Err(EndpointForm::Credentials)
+        );
+        assert_eq!(
+            form("https://okms.example/#x"),
+            Err(EndpointForm::QueryOrFragment)
+        );
     }
 }

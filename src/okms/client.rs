@@ -11,7 +11,7 @@ use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
-use url::{Host, Url};
+use url::Url;
 use zeroize::Zeroizing;
 
 use super::error::{ErrorCategory, ErrorCode, ErrorKind, OkmsError, sanitize_messages};
@@ -26,6 +26,7 @@ use super::retry::{
 };
 use super::tls;
 use crate::fence::Fence;
+use crate::isolation::{self, EndpointForm};
 
 pub type Result<T, E = OkmsError> = std::result::Result<T, E>;
 
@@ -1011,36 +1012,21 @@ fn secret_path(path: &str) -> String {
     format!("/secret/{}", path_escape(path))
 }
 
-/// Checks the endpoint; returns whether it is plain http (allowed only for loopback hosts).
+/// Checks the endpoint's form ([`isolation::endpoint_form`]); returns whether it is plain http
+/// (allowed only for loopback hosts).
 fn check_endpoint(endpoint: &Url) -> Result<bool, String> {
-    if !endpoint.username().is_empty() || endpoint.password().is_some() {
-        return Err("endpoint must not contain credentials".into());
-    }
-    if endpoint.query().is_some() || endpoint.fragment().is_some() {
-        return Err("endpoint must not have a query or fragment".into());
-    }
-    let host = endpoint
-        .host()
-        .ok_or_else(|| format!("endpoint `{endpoint}` has no host"))?;
-    match endpoint.scheme() {
-        "https" => Ok(false),
-        "http" if is_loopback(&host) => Ok(true),
-        "http" => Err(format!(
+    isolation::endpoint_form(endpoint).map_err(|why| match why {
+        EndpointForm::Credentials => "endpoint must not contain credentials".into(),
+        EndpointForm::QueryOrFragment => "endpoint must not have a query or fragment".into(),
+        EndpointForm::NoHost => format!("endpoint `{endpoint}` has no host"),
+        EndpointForm::PlainHttp => format!(
             "endpoint `{endpoint}` must use https (plain http is allowed only for loopback hosts \
              such as 127.0.0.1, ::1 or localhost)"
-        )),
-        other => Err(format!(
-            "endpoint `{endpoint}` has scheme `{other}`; https is required"
-        )),
-    }
-}
-
-fn is_loopback(host: &Host<&str>) -> bool {
-    match host {
-        Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
-        Host::Ipv4(ip) => ip.is_loopback(),
-        Host::Ipv6(ip) => ip.is_loopback(),
-    }
+        ),
+        EndpointForm::Scheme(other) => {
+            format!("endpoint `{endpoint}` has scheme `{other}`; https is required")
+        }
+    })
 }
 
 /// Percent-encodes `s` as ONE path segment exactly like Go's `url.PathEscape` (what OVH's SDK,
