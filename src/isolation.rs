@@ -275,7 +275,7 @@ pub fn check_allowed_path_entry(entry: &str) -> Result<(), String> {
                 "allowedPaths entry {entry:?} has an empty segment (leading `/` or `//`)"
             ));
         }
-        if segment == "." || segment == ".." {
+        if is_dot_segment(segment) {
             return Err(format!(
                 "allowedPaths entry {entry:?} has a {segment:?} segment; name the prefix without it"
             ));
@@ -287,6 +287,12 @@ pub fn check_allowed_path_entry(entry: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A `.` or `..` path segment: refused in `spec.path` and in `allowedPaths` entries, since
+/// `team-a/../team-b/x` would pass a `team-a/` prefix check.
+pub fn is_dot_segment(segment: &str) -> bool {
+    segment == "." || segment == ".."
 }
 
 /// Checks every `allowedPaths` entry of a connection.

@@ -117,11 +117,7 @@ pub fn path(path: &str) -> Result<(), Error> {
     if path.starts_with('/') || path.ends_with('/') || path.contains("//") {
         return bad("must not start or end with '/' nor contain '//'");
     }
-    // `team-a/../team-b/x` would pass a `team-a/` prefix check
-    if path
-        .split('/')
-        .any(|segment| segment == "." || segment == "..")
-    {
+    if path.split('/').any(isolation::is_dot_segment) {
         return bad("must not contain a '.' or '..' segment");
     }
     Ok(())
