@@ -1,9 +1,9 @@
 //! Connections: resolving an OkmsSecret's connection into an OKMS client (credentials from
-//! Secrets, cached per connection), the isolation checks, and the connection reconciler that
-//! probes OKMS and reports `Ready`.
+//! Secrets, cached per connection), applying the isolation rules of [`crate::isolation`] to it,
+//! and the connection reconciler that probes OKMS and reports `Ready`.
 //!
 //! Before any credential is read, a connection's spec is validated and its endpoint checked
-//! against the operator's allow-list ([`crate::isolation`]). A failed probe backs off per
+//! against the operator's allow-list ([`crate::controller::validate::connection`]). A failed probe backs off per
 //! connection (30 s doubling up to 5 min, jittered); only a spec change or a change of a
 //! credential Secret probes sooner, never a status write.
 
