@@ -170,6 +170,8 @@ fn replay(inputs: &Inputs, all: &Facts) -> (Value, Vec<String>) {
             Err(e) => return (outcome_value(&Err(e)), calls),
         };
         let round = facts.push.len();
+        // the round the facts so far end with, as the file has it
+        let last = round.checked_sub(1).and_then(|i| all.push.get(i));
         let answered = match &step {
             Step::Read(R::Remote { .. }) => all.remote.clone().map(|r| facts.remote = Some(r)),
             Step::Read(R::DomainConfig) => all
@@ -184,15 +186,8 @@ fn replay(inputs: &Inputs, all: &Facts) -> (Value, Vec<String>) {
                     reread: None,
                 })
             }),
-            Step::Read(R::Reread) => all
-                .push
-                .get(round.wrapping_sub(1))
-                .and_then(|r| r.reread.clone())
-                .map(|s| {
-                    if let Some(last) = facts.push.last_mut() {
-                        last.reread = Some(s);
-                    }
-                }),
+            Step::Read(R::Reread) => (last.and_then(|r| r.reread.clone()))
+                .and_then(|s| facts.push.last_mut().map(|mine| mine.reread = Some(s))),
             Step::Read(R::Versions) => all.versions.clone().map(|v| facts.versions = Some(v)),
             Step::Read(R::DomainConfigAgain) => all
                 .domain_config_again
@@ -215,15 +210,8 @@ fn replay(inputs: &Inputs, all: &Facts) -> (Value, Vec<String>) {
             Step::Write(W::Deactivate { .. }) => {
                 all.deactivated.map(|d| facts.deactivated = Some(d))
             }
-            Step::Write(W::Push { .. }) => all
-                .push
-                .get(round.wrapping_sub(1))
-                .and_then(|r| r.write.clone())
-                .map(|w| {
-                    if let Some(last) = facts.push.last_mut() {
-                        last.write = Some(w);
-                    }
-                }),
+            Step::Write(W::Push { .. }) => (last.and_then(|r| r.write.clone()))
+                .and_then(|w| facts.push.last_mut().map(|mine| mine.write = Some(w))),
             Step::Done(_) => None,
         };
         let name = serde_json::to_value(&step)
