@@ -38,8 +38,12 @@ async fn an_expired_version_is_written_again_and_a_rollback_is_left_alone() {
     env.wait_ready("rolled").await;
     // a second version of `rolled`, then its deactivation by hand: a rollback to version 1
     env.put_source("src-rolled", &[("v", "rolled-2")]).await;
-    env.wait("rolled wrote version 2", || async {
-        (env.versions("exp/rolled").await.len() == 2).then_some(())
+    // written and mirrored: a target still holding version 1 would pass the rollback's wait
+    // below before the sync that wrote version 2 had mirrored it
+    env.wait("rolled wrote and mirrors version 2", || async {
+        (env.versions("exp/rolled").await.len() == 2
+            && env.target("rolled").await?.get("v")? == "rolled-2")
+            .then_some(())
     })
     .await;
     env.remote
