@@ -211,36 +211,10 @@ fn running(names: &[&str]) -> Vec<String> {
     found
 }
 
-/// `/proc/<pid>/status` VmHWM and VmRSS in MiB, and utime+stime in seconds.
-fn proc_usage(pid: u32) -> Result<(f64, f64, f64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib = |key: &str| -> f64 {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    let hwm = kib("VmHWM:") / 1024.0;
-    let rss = kib("VmRSS:") / 1024.0;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // fields after the command name (which is in parentheses and may contain spaces)
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .ok_or_else(|| anyhow!("bad /proc stat"))?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // rest[0] is field 3 (state); utime is field 14, stime field 15
-    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    Ok((hwm, rss, ticks / 100.0))
-}
-
 /// CPU seconds so far of the given processes.
 fn cpu_of(pids: &[u32]) -> f64 {
     pids.iter()
-        .filter_map(|&p| proc_usage(p).ok())
+        .filter_map(|&p| harness::proc_usage(p).ok())
         .map(|(_, _, cpu)| cpu)
         .sum()
 }
@@ -728,7 +702,7 @@ async fn one_run(args: &Args, bins: &Path, run: usize) -> Result<RunResult> {
         r.new_max_ms
     );
 
-    let (hwm, rss, cpu) = proc_usage(operator.pid())?;
+    let (hwm, rss, cpu) = harness::proc_usage(operator.pid())?;
     r.rss_peak_mib = hwm;
     r.rss_end_mib = rss;
     r.cpu_s = cpu;

@@ -83,6 +83,21 @@ async fn wait_all(api: &Api<OkmsSecret>, n: usize, version: u32, what: &str) -> 
     }
 }
 
+/// Runs `call(i)` for every object, 64 at a time; the first error fails it.
+async fn on_each<F, Fut>(n: usize, call: F) -> Result<(), kube::Error>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<(), kube::Error>>,
+{
+    futures::stream::iter(0..n)
+        .map(call)
+        .buffer_unordered(64)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
+}
+
 fn per_object(ops: &BTreeMap<String, u64>, n: usize) -> String {
     ops.iter()
         .map(|(op, c)| format!("{op} {:.2}", *c as f64 / n as f64))
@@ -109,26 +124,20 @@ async fn main() -> Result<()> {
 
     let api: Api<OkmsSecret> = Api::namespaced(client.clone(), NS);
     let n = args.n;
-    futures::stream::iter(0..n)
-        .map(|i| {
-            let api = api.clone();
-            let apply = apply.clone();
-            async move {
-                let obj = json!({"apiVersion": "okms.dev/v1alpha1", "kind": "OkmsSecret",
-                    "metadata": {"name": format!("r{i}"), "namespace": NS},
-                    "spec": {"connectionRef": {"name": "okms"}, "path": format!("rot/r{i}"),
-                             "source": {"generate": {"password": {"type": "Password"}}},
-                             "rotation": {"interval": "1h"}}});
-                api.patch(&format!("r{i}"), &apply, &Patch::Apply(&obj))
-                    .await
-                    .map(|_| ())
-            }
-        })
-        .buffer_unordered(64)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<Vec<()>, _>>()?;
+    on_each(n, |i| {
+        let (api, apply) = (api.clone(), apply.clone());
+        async move {
+            let obj = json!({"apiVersion": "okms.dev/v1alpha1", "kind": "OkmsSecret",
+                "metadata": {"name": format!("r{i}"), "namespace": NS},
+                "spec": {"connectionRef": {"name": "okms"}, "path": format!("rot/r{i}"),
+                         "source": {"generate": {"password": {"type": "Password"}}},
+                         "rotation": {"interval": "1h"}}});
+            api.patch(&format!("r{i}"), &apply, &Patch::Apply(&obj))
+                .await
+                .map(|_| ())
+        }
+    })
+    .await?;
 
     let log = std::fs::File::create(dir.path().join("operator.log"))?;
     let refresh = format!("{}s", args.refresh_secs);
@@ -171,33 +180,28 @@ async fn main() -> Result<()> {
 
     // 2. rotate now, all at once
     okms.reset_stats();
-    let cpu_before = cpu_seconds(operator.id());
+    let cpu_before = harness::proc_usage(operator.id())?.2;
     let started = Instant::now();
-    futures::stream::iter(0..n)
-        .map(|i| {
-            let api = api.clone();
-            async move {
-                api.patch(
-                    &format!("r{i}"),
-                    &PatchParams::default(),
-                    &Patch::Merge(
-                        json!({"metadata": {"annotations": {"okms.dev/rotate": "bench-1"}}}),
-                    ),
-                )
-                .await
-                .map(|_| ())
-            }
-        })
-        .buffer_unordered(64)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<Vec<()>, _>>()?;
+    on_each(n, |i| {
+        let api = api.clone();
+        async move {
+            let rotate = json!({"metadata": {"annotations": {"okms.dev/rotate": "bench-1"}}});
+            api.patch(
+                &format!("r{i}"),
+                &PatchParams::default(),
+                &Patch::Merge(&rotate),
+            )
+            .await
+            .map(|_| ())
+        }
+    })
+    .await?;
     let annotated = started.elapsed().as_secs_f64();
     wait_all(&api, n, 3, "rotate now").await?;
     let took = started.elapsed().as_secs_f64();
     let stats = okms.stats();
-    let cpu = cpu_seconds(operator.id()) - cpu_before;
+    let (peak_rss, _, cpu_after) = harness::proc_usage(operator.id())?;
+    let cpu = cpu_after - cpu_before;
     println!(
         "rotate now: {n} annotated in {annotated:.1} s, all rotated {took:.1} s after the first annotation: {:.0} rotations/s; OKMS calls per rotation {:.2} ({}); operator CPU {:.1} s ({:.2} ms per rotation); peak RSS {:.1} MiB",
         n as f64 / took,
@@ -205,28 +209,9 @@ async fn main() -> Result<()> {
         per_object(&stats.operations, n),
         cpu,
         cpu * 1000.0 / n as f64,
-        peak_rss_mib(operator.id())
+        peak_rss
     );
     let _ = operator.kill();
     let _ = operator.wait();
     Ok(())
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
-
-fn peak_rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
 }

@@ -290,3 +290,29 @@ pub async fn apply(client: &Client, field_manager: &str, obj: &Value) -> Result<
     .await
     .map(|_| ())
 }
+
+/// `/proc/<pid>/status` VmHWM and VmRSS in MiB, and utime+stime in seconds.
+pub fn proc_usage(pid: u32) -> Result<(f64, f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib = |key: &str| -> f64 {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let hwm = kib("VmHWM:") / 1024.0;
+    let rss = kib("VmRSS:") / 1024.0;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // fields after the command name (which is in parentheses and may contain spaces)
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| anyhow::anyhow!("bad /proc stat"))?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest[0] is field 3 (state); utime is field 14, stime field 15
+    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    Ok((hwm, rss, ticks / 100.0))
+}
